@@ -12,7 +12,8 @@ from pydantic import ValidationError
 
 from flowmail.language.article import is_article_format, translate_article
 from flowmail.language.graph import Problem, check_graph
-from flowmail.language.models import Workflow
+from flowmail.language.models import EmailStep, UpdateStep, WebhookStep, Workflow
+from flowmail.templates.liquid import TemplateError, compile_template, is_template
 
 
 class WorkflowInvalid(ValueError):
@@ -50,10 +51,39 @@ def parse_workflow(raw: Any, file: str | None = None) -> Workflow:
         workflow = Workflow.model_validate(raw)
     except ValidationError as exc:
         raise WorkflowInvalid(_problems(exc, raw, file)) from None
-    problems = check_graph(workflow)
+    problems = check_graph(workflow) + check_templates(workflow)
     if problems:
         raise WorkflowInvalid([Problem(p.message, p.step, file) for p in problems])
     return workflow
+
+
+def check_templates(workflow: Workflow) -> list[Problem]:
+    """Liquid in subjects, update values and webhook bodies must compile."""
+    problems = []
+    for step in workflow.steps:
+        sources: list[Any] = []
+        if isinstance(step, EmailStep) and step.email.subject:
+            sources.append(step.email.subject)
+        elif isinstance(step, UpdateStep):
+            sources.extend(step.update.values())
+        elif isinstance(step, WebhookStep):
+            sources.append(step.webhook.body)
+        for source in _strings(sources):
+            try:
+                compile_template(source)
+            except TemplateError as exc:
+                problems.append(Problem(f"template error: {exc}", step.id))
+    return problems
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value] if is_template(value) else []
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return [text for item in value for text in _strings(item)]
+    return []
 
 
 def load_workflow(path: str | Path) -> Workflow:

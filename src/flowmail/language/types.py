@@ -13,6 +13,7 @@ from pydantic.json_schema import WithJsonSchema
 from flowmail.language.conditions import Condition, ConditionError, parse_condition
 from flowmail.language.durations import DURATION_PATTERN, format_duration, parse_duration
 
+CONDITION_MARK = "x-flowmail-condition"  # replaced by a $ref in the published schema
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9_\-]*$"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -99,7 +100,7 @@ ClockTime = Annotated[
 ConditionField = Annotated[
     Condition,
     PlainValidator(_condition),
-    WithJsonSchema({"$ref": "#/$defs/Condition"}),
+    WithJsonSchema({"type": "object", CONDITION_MARK: True}),
 ]
 Percent = Annotated[
     float,

@@ -1,0 +1,63 @@
+"""The journey test framework: run workflows over virtual time with no database.
+
+Use it from pytest::
+
+    from flowmail.simulate import Simulation, load_workflow
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flowmail.language.loader import load_workflow, parse_workflow
+from flowmail.language.models import Workflow
+from flowmail.simulate.runner import SimulatedEmail, Simulation, SimulationResult, iso
+from flowmail.simulate.scenario import Scenario, ScenarioInvalid, load_scenario
+
+
+def simulate_scenario(scenario: Scenario, workflows: list[Workflow]) -> SimulationResult:
+    """Run a parsed scenario."""
+    times = [e.at for e in scenario.events]
+    start = scenario.start or (min(times) if times else None)
+    if start is None:
+        raise ScenarioInvalid("the scenario has no events: give it a 'start'")
+    sim = Simulation(workflows, start=start, default_timezone=scenario.timezone)
+    for contact in scenario.contacts:
+        sim.add_contact(
+            contact.id,
+            email=contact.email,
+            timezone=contact.timezone,
+            attributes=contact.attributes,
+        )
+    for event in scenario.events:
+        if event.identify is not None:
+            sim.identify(event.contact, event.identify, at=event.at)
+        else:
+            assert event.name is not None
+            sim.track(
+                event.contact,
+                event.name,
+                at=event.at,
+                properties=event.properties,
+                event_id=event.id,
+            )
+    return sim.run(until=scenario.until)
+
+
+def simulate_file(path: str | Path) -> SimulationResult:
+    """Load and run a scenario file."""
+    scenario, workflows = load_scenario(path)
+    return simulate_scenario(scenario, workflows)
+
+
+__all__ = [
+    "ScenarioInvalid",
+    "SimulatedEmail",
+    "Simulation",
+    "SimulationResult",
+    "iso",
+    "load_workflow",
+    "parse_workflow",
+    "simulate_file",
+    "simulate_scenario",
+]

@@ -1,0 +1,22 @@
+"""Shared terminal output helpers for commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+
+console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    errors.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    raise typer.Exit(code)

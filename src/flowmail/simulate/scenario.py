@@ -1,0 +1,87 @@
+"""Scenario files: contacts, events and workflows to run over virtual time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from flowmail.language.graph import Problem
+from flowmail.language.loader import WorkflowInvalid, load_workflow, parse_workflow, read_document
+from flowmail.language.models import Workflow
+from flowmail.language.types import AwareDatetime, TimeZone
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScenarioContact(_Model):
+    id: str = Field(min_length=1)
+    email: str | None = None
+    timezone: TimeZone | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class ScenarioEvent(_Model):
+    at: AwareDatetime
+    contact: str = Field(min_length=1)
+    name: str | None = None
+    properties: dict[str, Any] = Field(default_factory=dict)
+    identify: dict[str, Any] | None = None
+    id: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ScenarioEvent:
+        if (self.name is None) == (self.identify is None):
+            raise ValueError("an event needs exactly one of 'name' or 'identify'")
+        return self
+
+
+class Scenario(_Model):
+    start: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    timezone: TimeZone = "UTC"
+    workflows: list[str | dict[str, Any]] = Field(min_length=1)
+    contacts: list[ScenarioContact] = Field(default_factory=list)
+    events: list[ScenarioEvent] = Field(default_factory=list)
+
+
+class ScenarioInvalid(ValueError):
+    pass
+
+
+def load_scenario(path: str | Path) -> tuple[Scenario, list[Workflow]]:
+    """Read a scenario file and the workflows it names (paths relative to it)."""
+    path = Path(path)
+    try:
+        raw = read_document(path)
+    except WorkflowInvalid as exc:
+        raise ScenarioInvalid(str(exc)) from None
+    try:
+        scenario = Scenario.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            lines.append(f"{path}: {where}: {error['msg'].removeprefix('Value error, ')}")
+        raise ScenarioInvalid("\n".join(lines)) from None
+    workflows, problems = [], []
+    for index, item in enumerate(scenario.workflows):
+        try:
+            if isinstance(item, str):
+                workflows.append(load_workflow(path.parent / item))
+            else:
+                workflows.append(parse_workflow(item, f"{path} (workflow #{index + 1})"))
+        except WorkflowInvalid as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ScenarioInvalid("\n".join(str(p) for p in problems))
+    ids = [w.id for w in workflows]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ScenarioInvalid(
+            str(Problem(f"two workflows have the id {duplicates[0]!r}", None, str(path)))
+        )
+    return scenario, workflows
