@@ -200,7 +200,7 @@ class Simulation:
         self.now = max(self.now, horizon)
         runs = sorted(self.runs.values(), key=lambda r: (r.started_at, self._order.index(r.id)))
         return SimulationResult(
-            sorted(self.emails, key=lambda e: e.at),
+            sorted(self.emails, key=lambda e: (e.at, e.contact, e.workflow, e.step)),
             runs,
             dict(self.contacts),
             list(self.timeline),

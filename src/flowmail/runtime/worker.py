@@ -1,0 +1,256 @@
+"""The worker: claims contacts with due work, runs the engine, writes the outcome.
+
+One batch is two short transactions: a claim (a lease on each contact) and a commit
+that writes every unit's runs, journal, outbox and processed marks together and
+releases the leases. A worker killed between the two loses nothing: its leases
+expire and another worker does the work from the start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from flowmail.clock import Clock
+from flowmail.engine.decisions import (
+    CallWebhook,
+    Decision,
+    EnrollContact,
+    Record,
+    SaveRun,
+    SendEmail,
+    UpdateContact,
+    Warn,
+)
+from flowmail.engine.journeys import Context, on_enroll, on_event, on_time_trigger, on_wake, tend
+from flowmail.engine.state import Event, Run
+from flowmail.engine.triggers import date_fire, next_tick
+from flowmail.language.models import DateTrigger, ScheduleTrigger
+from flowmail.runtime.catalog import StoreCatalog
+from flowmail.runtime.history import StoreHistory
+from flowmail.store.notify import Listener
+from flowmail.store.records import Unit, UnitResult
+from flowmail.store.sql import SqlStore
+
+log = logging.getLogger("flowmail.worker")
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    batch: int = 256
+    lease: timedelta = timedelta(seconds=30)
+    poll: float = 1.0
+    default_timezone: str = "UTC"
+
+
+class Worker:
+    def __init__(
+        self,
+        store: SqlStore,
+        clock: Clock,
+        options: WorkerOptions | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.options = options or WorkerOptions()
+        self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._catalogs: dict[str, StoreCatalog] = {}
+        self.processed = 0
+
+    # --- one batch -------------------------------------------------------------------
+
+    def step(self) -> int:
+        """Handle one batch of due work; returns the number of contacts handled."""
+        now = self.clock.now()
+        self._refresh_catalogs()
+        self.fire_schedules(now)
+        keys = self.store.claim(self.id, now, self.options.batch, self.options.lease)
+        if not keys:
+            return 0
+        units = self.store.load(keys, now)
+        results = [self.handle(unit, now) for unit in units]
+        written = self.store.commit(self.id, results, now)
+        self.processed += sum(len(r.processed) for r in results if r.key in set(written))
+        return len(written)
+
+    def drain(self, max_batches: int = 1_000_000) -> int:
+        """Handle everything due now; returns contacts handled (for tests and cron)."""
+        total = 0
+        for _ in range(max_batches):
+            handled = self.step()
+            if handled == 0:
+                break
+            total += handled
+        return total
+
+    def _refresh_catalogs(self) -> None:
+        rows = self.store.workflow_rows()
+        for workspace_id in {row.workspace_id for row in rows} | set(self._catalogs):
+            self.catalog(workspace_id).refresh(rows)
+
+    def catalog(self, workspace_id: str) -> StoreCatalog:
+        if workspace_id not in self._catalogs:
+            catalog = StoreCatalog(self.store, workspace_id)
+            catalog.refresh()
+            self._catalogs[workspace_id] = catalog
+        return self._catalogs[workspace_id]
+
+    # --- one contact -----------------------------------------------------------------
+
+    def handle(self, unit: Unit, now: datetime) -> UnitResult:
+        """Run the engine over one contact's pending events, due wakes and date triggers."""
+        catalog = self.catalog(unit.workspace_id)
+        history = StoreHistory(self.store, unit.workspace_id, unit.contact.id, now)
+        ctx = Context(now, history, catalog, self.options.default_timezone)
+        result = UnitResult(unit.workspace_id, unit.contact)
+        runs: dict[str, Run] = {run.id: run for run in unit.runs}
+        zone_before = unit.contact.timezone
+
+        def apply(decisions: Sequence[Decision]) -> None:
+            _apply(result, runs, decisions)
+
+        for pending in unit.events:
+            try:
+                apply(self._event(result, list(runs.values()), pending.kind, pending.event, ctx))
+                result.processed.append((pending.seq, None))
+            except Exception as exc:  # an engine bug must not block the contact forever
+                log.exception("event %s failed", pending.event.id)
+                result.processed.append((pending.seq, f"{type(exc).__name__}: {exc}"))
+        for run in sorted(runs.values(), key=lambda r: (r.wake_at or now, r.id)):
+            if not run.status.ended and run.wake_at is not None and run.wake_at <= now:
+                apply(on_wake(result.contact, runs[run.id], ctx))
+        for workflow_id, fire_at in sorted(unit.date_fires.items()):
+            if fire_at <= now:
+                result.date_fires[workflow_id] = None
+                version = catalog.current(workflow_id)
+                if version is not None:
+                    apply(
+                        on_time_trigger(result.contact, list(runs.values()), version, fire_at, ctx)
+                    )
+        apply(tend(result.contact, list(runs.values()), ctx))
+        if result.contact_changed:
+            self._replan_dates(result, unit, catalog, now)
+        if result.contact.timezone != zone_before:
+            self._add_zone(unit.workspace_id, result.contact.timezone, catalog, now)
+        pending_fires = [
+            at for wid, at in unit.date_fires.items() if wid not in result.date_fires
+        ] + [at for at in result.date_fires.values() if at is not None]
+        wakes = [r.wake_at for r in runs.values() if r.wake_at is not None and not r.status.ended]
+        result.wake_at = min([*wakes, *pending_fires], default=None)
+        return result
+
+    def _event(
+        self, result: UnitResult, runs: list[Run], kind: str, event: Event, ctx: Context
+    ) -> list[Decision]:
+        contact = result.contact
+        if kind == "enroll":
+            trigger = Event.from_dict(event.properties["trigger"])
+            return on_enroll(contact, runs, event.name, trigger, ctx)
+        if kind == "schedule":
+            version = ctx.catalog.current(event.name)
+            return [] if version is None else on_time_trigger(contact, runs, version, event.at, ctx)
+        return on_event(contact, runs, event, ctx)
+
+    def _replan_dates(
+        self, result: UnitResult, unit: Unit, catalog: StoreCatalog, now: datetime
+    ) -> None:
+        for version in catalog.enrolling():
+            if not isinstance(version.workflow.trigger, DateTrigger):
+                continue
+            fire = date_fire(version.workflow, result.contact, self.options.default_timezone)
+            known = result.date_fires.get(version.id, unit.date_fires.get(version.id))
+            if fire is not None and fire > now and fire != known:
+                result.date_fires[version.id] = fire
+            elif fire is None and known is not None:
+                result.date_fires[version.id] = None
+
+    def _add_zone(
+        self, workspace_id: str, zone: str | None, catalog: StoreCatalog, now: datetime
+    ) -> None:
+        tz = zone or self.options.default_timezone
+        for version in catalog.enrolling():
+            trigger = version.workflow.trigger
+            if isinstance(trigger, ScheduleTrigger) and trigger.schedule.cron is not None:
+                tick = next_tick(version.workflow, tz, now)
+                self.store.add_schedule_zone(workspace_id, version.id, tz, tick)
+
+    # --- schedules -------------------------------------------------------------------
+
+    def fire_schedules(self, now: datetime) -> int:
+        """Turn due schedule ticks into inbox events for the contacts in their zone."""
+        queued = 0
+        for workspace_id, workflow_id, zone, tick in self.store.due_schedules(now):
+            version = self.catalog(workspace_id).current(workflow_id)
+            following = None
+            if version is not None and zone != "*":
+                following = next_tick(version.workflow, zone, tick)
+            queued += self.store.enqueue_tick(
+                workspace_id,
+                workflow_id,
+                zone,
+                tick,
+                following,
+                self.options.default_timezone,
+                now,
+            )
+        return queued
+
+    # --- the loop --------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Work until ``stop`` is set; finish the batch in hand before returning."""
+        log.info("worker %s started", self.id)
+        listener = self.store.listener() if self.store.postgres else None
+        try:
+            while not stop.is_set():
+                self.store.heartbeat(
+                    self.id, "worker", self.clock.now(), {"processed": self.processed}
+                )
+                if self.step():
+                    continue
+                self._sleep(stop, listener)
+        finally:
+            if listener is not None:
+                listener.close()
+        log.info("worker %s stopped after %d events", self.id, self.processed)
+
+    def _sleep(self, stop: threading.Event, listener: Listener | None) -> None:
+        timeout = self.options.poll
+        due = self.store.next_due()
+        if due is not None:
+            timeout = max(0.0, min(timeout, (due - self.clock.now()).total_seconds()))
+        if listener is None:
+            stop.wait(timeout)
+            return
+        listener.wait(timeout)
+
+
+def _apply(result: UnitResult, runs: dict[str, Run], decisions: Sequence[Decision]) -> None:
+    for decision in decisions:
+        match decision:
+            case SaveRun(run, new):
+                runs[run.id] = run
+                was_new = result.runs.get(run.id, (run, False))[1]
+                result.runs[run.id] = (run, new or was_new)
+            case SendEmail():
+                result.messages.append(decision)
+            case UpdateContact(_, values):
+                result.contact = result.contact.with_attributes(values)
+                result.contact_changed = True
+            case CallWebhook():
+                result.webhooks.append(decision)
+            case EnrollContact():
+                result.enrolments.append(decision)
+            case Record():
+                result.journal.append(decision)
+            case Warn():
+                log.warning(
+                    "%s (run %s, step %s)", decision.message, decision.run_id, decision.step_id
+                )

@@ -1,0 +1,275 @@
+"""The tables. Every row carries a workspace id; times are UTC microseconds (BIGINT)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.types import TypeDecorator
+
+DEFAULT_WORKSPACE = "default"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_micros(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        raise ValueError(f"naive datetime {moment.isoformat()}")
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(value: int) -> datetime:
+    return datetime.fromtimestamp(value // 1_000_000, UTC).replace(microsecond=value % 1_000_000)
+
+
+class Moment(TypeDecorator[datetime]):
+    """An aware datetime stored as integer microseconds since the epoch: fast, portable,
+    index-friendly, and never naive."""
+
+    impl = sa.BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> int | None:
+        return None if value is None else to_micros(value)
+
+    def process_result_value(self, value: int | None, dialect: Any) -> datetime | None:
+        return None if value is None else from_micros(value)
+
+
+JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+metadata = sa.MetaData()
+
+
+def _ws() -> sa.Column[str]:
+    return sa.Column("workspace_id", sa.String(64), nullable=False, default=DEFAULT_WORKSPACE)
+
+
+workspaces = sa.Table(
+    "workspaces",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("created_at", Moment, nullable=False),
+)
+
+contacts = sa.Table(
+    "contacts",
+    metadata,
+    _ws(),
+    sa.Column("id", sa.String(200), nullable=False),
+    sa.Column("email", sa.String(320)),
+    sa.Column("timezone", sa.String(64)),
+    sa.Column("attributes", JSON, nullable=False),
+    sa.Column("created_at", Moment, nullable=False),
+    sa.Column("updated_at", Moment, nullable=False),
+    sa.Column("wake_at", Moment),  # earliest due timer: a run's wake or a date trigger
+    sa.Column("lease_owner", sa.String(100)),
+    sa.Column("lease_until", Moment),
+    sa.PrimaryKeyConstraint("workspace_id", "id"),
+    sa.Index(
+        "ix_contacts_wake_at",
+        "wake_at",
+        postgresql_where=sa.text("wake_at IS NOT NULL"),
+        sqlite_where=sa.text("wake_at IS NOT NULL"),
+    ),
+    sa.Index("ix_contacts_email", "workspace_id", "email"),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column(
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    _ws(),
+    sa.Column("id", sa.String(200), nullable=False),
+    sa.Column("contact_id", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # track identify enroll schedule
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("at", Moment, nullable=False),
+    sa.Column("properties", JSON, nullable=False),
+    sa.Column("traits", JSON),
+    sa.Column("received_at", Moment, nullable=False),
+    sa.Column("processed_at", Moment),
+    sa.Column("error", sa.Text),
+    sa.UniqueConstraint("workspace_id", "id", name="uq_events_id"),
+    sa.Index(
+        "ix_events_pending",
+        "seq",
+        postgresql_where=sa.text("processed_at IS NULL"),
+        sqlite_where=sa.text("processed_at IS NULL"),
+    ),
+    sa.Index("ix_events_contact", "workspace_id", "contact_id", "at"),
+    sa.Index("ix_events_processed", "processed_at"),
+)
+
+workflows = sa.Table(
+    "workflows",
+    metadata,
+    _ws(),
+    sa.Column("id", sa.String(200), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("mode", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("created_at", Moment, nullable=False),
+    sa.Column("updated_at", Moment, nullable=False),
+    sa.PrimaryKeyConstraint("workspace_id", "id"),
+)
+
+workflow_versions = sa.Table(
+    "workflow_versions",
+    metadata,
+    _ws(),
+    sa.Column("workflow_id", sa.String(200), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("definition", JSON, nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("created_at", Moment, nullable=False),
+    sa.PrimaryKeyConstraint("workspace_id", "workflow_id", "version"),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    _ws(),
+    sa.Column("id", sa.String(64), nullable=False),
+    sa.Column("workflow_id", sa.String(200), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("contact_id", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("step", sa.String(200)),
+    sa.Column("wake_at", Moment),
+    sa.Column("started_at", Moment, nullable=False),
+    sa.Column("ended_at", Moment),
+    sa.Column("state", JSON, nullable=False),
+    sa.PrimaryKeyConstraint("workspace_id", "id"),
+    sa.Index("ix_runs_contact", "workspace_id", "contact_id"),
+    sa.Index("ix_runs_workflow", "workspace_id", "workflow_id", "status"),
+    sa.Index(
+        "ix_runs_wake_at",
+        "wake_at",
+        postgresql_where=sa.text("wake_at IS NOT NULL"),
+        sqlite_where=sa.text("wake_at IS NOT NULL"),
+    ),
+)
+
+journal = sa.Table(
+    "journal",
+    metadata,
+    sa.Column(
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    _ws(),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("contact_id", sa.String(200), nullable=False),
+    sa.Column("workflow_id", sa.String(200), nullable=False),
+    sa.Column("step_id", sa.String(200)),
+    sa.Column("at", Moment, nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("detail", JSON, nullable=False),
+    sa.Index("ix_journal_run", "workspace_id", "run_id"),
+    sa.Index("ix_journal_contact", "workspace_id", "contact_id"),
+    sa.Index("ix_journal_at", "at"),
+)
+
+messages = sa.Table(
+    "messages",
+    metadata,
+    _ws(),
+    sa.Column("id", sa.String(64), nullable=False),  # the idempotency key: run, step, visit
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("contact_id", sa.String(200), nullable=False),
+    sa.Column("workflow_id", sa.String(200), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("step_id", sa.String(200), nullable=False),
+    sa.Column("to_address", sa.String(320)),
+    sa.Column("template", sa.String(200)),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("topic", sa.String(64), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("on_capped", sa.String(8), nullable=False),
+    sa.Column("content", sa.String(64)),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", Moment, nullable=False),
+    sa.Column("send_after", Moment, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("reason", sa.Text),
+    sa.Column("lease_owner", sa.String(100)),
+    sa.Column("lease_until", Moment),
+    sa.Column("sent_at", Moment),
+    sa.PrimaryKeyConstraint("workspace_id", "id"),
+    sa.Index("ix_messages_queue", "status", "send_after"),
+    sa.Index("ix_messages_contact", "workspace_id", "contact_id", "created_at"),
+    sa.Index("ix_messages_run", "workspace_id", "run_id"),
+)
+
+actions = sa.Table(
+    "actions",
+    metadata,
+    _ws(),
+    sa.Column("id", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("step_id", sa.String(200)),
+    sa.Column("payload", JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", Moment, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("lease_owner", sa.String(100)),
+    sa.Column("lease_until", Moment),
+    sa.Column("created_at", Moment, nullable=False),
+    sa.Column("done_at", Moment),
+    sa.PrimaryKeyConstraint("workspace_id", "id"),
+    sa.Index("ix_actions_due", "status", "next_attempt_at"),
+)
+
+suppressions = sa.Table(
+    "suppressions",
+    metadata,
+    _ws(),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("reason", sa.String(32), nullable=False),
+    sa.Column("source", sa.Text),
+    sa.Column("created_at", Moment, nullable=False),
+    sa.PrimaryKeyConstraint("workspace_id", "email"),
+)
+
+date_triggers = sa.Table(
+    "date_triggers",
+    metadata,
+    _ws(),
+    sa.Column("workflow_id", sa.String(200), nullable=False),
+    sa.Column("contact_id", sa.String(200), nullable=False),
+    sa.Column("fire_at", Moment, nullable=False),
+    sa.PrimaryKeyConstraint("workspace_id", "workflow_id", "contact_id"),
+    sa.Index("ix_date_triggers_contact", "workspace_id", "contact_id"),
+)
+
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    _ws(),
+    sa.Column("workflow_id", sa.String(200), nullable=False),
+    sa.Column("zone", sa.String(64), nullable=False),  # "*" for a one-off `at`
+    sa.Column("next_at", Moment),
+    sa.PrimaryKeyConstraint("workspace_id", "workflow_id", "zone"),
+    sa.Index("ix_schedules_next", "next_at"),
+)
+
+heartbeats = sa.Table(
+    "heartbeats",
+    metadata,
+    sa.Column("id", sa.String(100), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("seen_at", Moment, nullable=False),
+    sa.Column("info", JSON, nullable=False),
+)

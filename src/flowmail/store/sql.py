@@ -1,0 +1,918 @@
+"""The one SQL implementation of the store: SQLite (embedded) and PostgreSQL (scale-out).
+
+Ordinary work is portable SQLAlchemy Core; the hot paths (claiming contacts) are
+written per dialect: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, a plain
+``UPDATE … RETURNING`` under SQLite's single writer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from flowmail.engine.state import Contact, Event, Run, RunStatus
+from flowmail.store import schema as t
+from flowmail.store.notify import CHANNEL, Listener
+from flowmail.store.records import (
+    Applied,
+    InboundEvent,
+    IngestResult,
+    Key,
+    PendingEvent,
+    Unit,
+    UnitResult,
+    WorkflowRow,
+)
+from flowmail.store.schema import DEFAULT_WORKSPACE
+
+CHUNK = 500  # rows per IN (...) list
+
+
+def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def create_db_engine(url: str) -> Engine:
+    """An engine with the settings each back end needs (SQLite: WAL, busy timeout)."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock up front
+
+        # let SQLAlchemy's pysqlite driver leave transaction control to us
+        @sa.event.listens_for(engine, "connect")
+        def _autocommit(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None
+
+        return engine
+    return sa.create_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
+
+
+class SqlStore:
+    """Durable state behind one small interface; see :mod:`flowmail.store` for the contract."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self.postgres = self.dialect == "postgresql"
+
+    @classmethod
+    def from_url(cls, url: str) -> SqlStore:
+        return cls(create_db_engine(url))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def _insert(self, table: sa.Table) -> Any:
+        return (postgresql.insert if self.postgres else sqlite.insert)(table)
+
+    def ensure_workspace(self, workspace_id: str, now: datetime, name: str | None = None) -> None:
+        stmt = self._insert(t.workspaces).values(
+            id=workspace_id, name=name or workspace_id, created_at=now
+        )
+        with self.engine.begin() as conn:
+            conn.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))
+
+    # --- the inbox -------------------------------------------------------------------
+
+    def ingest(self, items: Sequence[InboundEvent], now: datetime) -> IngestResult:
+        """Put events in the inbox. A repeated id changes nothing and is counted as duplicate."""
+        if not items:
+            return IngestResult(0, 0, [])
+        rows: list[dict[str, Any]] = []
+        for item in items:
+            rows.append(
+                {
+                    "workspace_id": item.workspace_id,
+                    "id": item.id or uuid.uuid4().hex,
+                    "contact_id": item.contact_id,
+                    "kind": item.kind,
+                    "name": item.name,
+                    "at": item.at,
+                    "properties": item.properties,
+                    "traits": item.traits,
+                    "received_at": now,
+                }
+            )
+        contacts = {
+            (r["workspace_id"], r["contact_id"]): {
+                "workspace_id": r["workspace_id"],
+                "id": r["contact_id"],
+                "attributes": {},
+                "created_at": now,
+                "updated_at": now,
+            }
+            for r in rows
+        }
+        with self.engine.begin() as conn:
+            new_ids = self._insert_events(conn, rows)
+            conn.execute(
+                self._insert(t.contacts).on_conflict_do_nothing(
+                    index_elements=["workspace_id", "id"]
+                ),
+                list(contacts.values()),
+            )
+            if self.postgres:
+                conn.exec_driver_sql(f"NOTIFY {CHANNEL}")
+        duplicates = [r["id"] for r in rows if (r["workspace_id"], r["id"]) not in new_ids]
+        return IngestResult(len(rows) - len(duplicates), len(duplicates), duplicates)
+
+    def _insert_events(self, conn: Connection, rows: list[dict[str, Any]]) -> set[Key]:
+        stmt = (
+            self._insert(t.events)
+            .on_conflict_do_nothing(index_elements=["workspace_id", "id"])
+            .returning(t.events.c.workspace_id, t.events.c.id)
+        )
+        inserted: set[Key] = set()
+        for chunk in _chunks(rows):
+            inserted.update((row[0], row[1]) for row in conn.execute(stmt, list(chunk)))
+        return inserted
+
+    # --- claiming and loading work ---------------------------------------------------
+
+    def claim(self, owner: str, now: datetime, limit: int, lease: timedelta) -> list[Key]:
+        """Lease up to ``limit`` contacts that have pending events or due timers."""
+        c, e = t.contacts, t.events
+        free = sa.or_(c.c.lease_until.is_(None), c.c.lease_until < now)
+        pending = (
+            sa.select(e.c.workspace_id, e.c.contact_id)
+            .join(c, sa.and_(c.c.workspace_id == e.c.workspace_id, c.c.id == e.c.contact_id))
+            .where(e.c.processed_at.is_(None), free)
+            .order_by(e.c.seq)
+            .limit(limit)
+        )
+        due = (
+            sa.select(c.c.workspace_id, c.c.id)
+            .where(c.c.wake_at <= now, free)
+            .order_by(c.c.wake_at)
+            .limit(limit)
+        )
+        with self.engine.begin() as conn:
+            keys = list(dict.fromkeys(tuple(r) for r in conn.execute(pending)))
+            keys += [k for k in (tuple(r) for r in conn.execute(due)) if k not in keys]
+            keys = keys[:limit]
+            if not keys:
+                return []
+            if self.postgres:  # skip contacts another worker is claiming right now
+                locked = sa.select(c.c.workspace_id, c.c.id).where(_key_in(c, keys), free)
+                keys = [tuple(r) for r in conn.execute(locked.with_for_update(skip_locked=True))]
+                if not keys:
+                    return []
+            stmt = (
+                sa.update(c)
+                .where(_key_in(c, keys), free)
+                .values(lease_owner=owner, lease_until=now + lease)
+                .returning(c.c.workspace_id, c.c.id)
+            )
+            return [(r[0], r[1]) for r in conn.execute(stmt)]
+
+    def release(self, owner: str, keys: Sequence[Key]) -> None:
+        c = t.contacts
+        with self.engine.begin() as conn:
+            for chunk in _chunks(list(keys)):
+                conn.execute(
+                    sa.update(c)
+                    .where(sa.tuple_(c.c.workspace_id, c.c.id).in_(chunk), c.c.lease_owner == owner)
+                    .values(lease_owner=None, lease_until=None)
+                )
+
+    def load(self, keys: Sequence[Key], now: datetime) -> list[Unit]:
+        """Contacts, their runs, pending events (in event-time order) and date fires."""
+        c, r, e, d = t.contacts, t.runs, t.events, t.date_triggers
+        units: dict[Key, Unit] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(keys)):
+                match_c = sa.tuple_(c.c.workspace_id, c.c.id).in_(chunk)
+                for row in conn.execute(
+                    sa.select(
+                        c.c.workspace_id, c.c.id, c.c.email, c.c.timezone, c.c.attributes
+                    ).where(match_c)
+                ):
+                    contact = Contact(row.id, row.email, row.timezone, dict(row.attributes or {}))
+                    units[(row.workspace_id, row.id)] = Unit(row.workspace_id, contact, [], [], {})
+                match_r = sa.tuple_(r.c.workspace_id, r.c.contact_id).in_(chunk)
+                for ws, state in conn.execute(
+                    sa.select(r.c.workspace_id, r.c.state).where(match_r)
+                ):
+                    run = Run.from_dict(state)
+                    units[(ws, run.contact_id)].runs.append(run)
+                match_e = sa.tuple_(e.c.workspace_id, e.c.contact_id).in_(chunk)
+                query = (
+                    sa.select(e)
+                    .where(match_e, e.c.processed_at.is_(None))
+                    .order_by(e.c.at, e.c.seq)
+                )
+                for row in conn.execute(query):
+                    event = Event(
+                        row.contact_id,
+                        row.name,
+                        row.at,
+                        dict(row.properties or {}),
+                        row.id,
+                        dict(row.traits) if row.traits is not None else None,
+                    )
+                    unit = units[(row.workspace_id, row.contact_id)]
+                    unit.events.append(PendingEvent(row.seq, row.kind, event))
+                match_d = sa.tuple_(d.c.workspace_id, d.c.contact_id).in_(chunk)
+                for row in conn.execute(sa.select(d).where(match_d)):
+                    units[(row.workspace_id, row.contact_id)].date_fires[row.workflow_id] = (
+                        row.fire_at
+                    )
+        return [units[k] for k in keys if k in units]
+
+    def history_events(
+        self,
+        workspace_id: str,
+        contact_id: str,
+        name: str | None,
+        since: datetime | None,
+        until: datetime,
+    ) -> list[Event]:
+        e = t.events
+        query = sa.select(e).where(
+            e.c.workspace_id == workspace_id,
+            e.c.contact_id == contact_id,
+            e.c.at <= until,
+            e.c.kind.in_(("track", "identify")),
+        )
+        if name is not None:
+            query = query.where(e.c.name == name)
+        if since is not None:
+            query = query.where(e.c.at > since)
+        with self.engine.connect() as conn:
+            return [
+                Event(row.contact_id, row.name, row.at, dict(row.properties or {}), row.id)
+                for row in conn.execute(query.order_by(e.c.at, e.c.seq))
+            ]
+
+    # --- writing results -------------------------------------------------------------
+
+    def commit(self, owner: str, results: Sequence[UnitResult], now: datetime) -> list[Key]:
+        """Write every unit whose lease is still ours, in one transaction; release leases.
+
+        Returns the keys written. A unit whose lease was lost (another worker took it
+        over after expiry) is dropped: that worker does its work instead.
+        """
+        if not results:
+            return []
+        c = t.contacts
+        with self.engine.begin() as conn:
+            owned: set[Key] = set()
+            for chunk in _chunks([r.key for r in results]):
+                query = sa.select(c.c.workspace_id, c.c.id).where(
+                    sa.tuple_(c.c.workspace_id, c.c.id).in_(chunk), c.c.lease_owner == owner
+                )
+                if self.postgres:
+                    query = query.with_for_update()
+                owned.update((row[0], row[1]) for row in conn.execute(query))
+            mine = [r for r in results if r.key in owned]
+            if mine:
+                self._write(conn, mine, now)
+                if self.postgres and any(r.enrolments for r in mine):
+                    conn.exec_driver_sql(f"NOTIFY {CHANNEL}")
+        return [r.key for r in mine]
+
+    def _write(self, conn: Connection, results: Sequence[UnitResult], now: datetime) -> None:
+        Rows = list[dict[str, Any]]
+        run_rows: Rows = []
+        journal_rows: Rows = []
+        message_rows: Rows = []
+        action_rows: Rows = []
+        inbox_rows: Rows = []
+        processed: Rows = []
+        date_upserts: Rows = []
+        date_deletes: Rows = []
+        contact_rows: Rows = []
+        for result in results:
+            ws = result.workspace_id
+            for run, _new in result.runs.values():
+                run_rows.append(_run_row(ws, run))
+            journal_rows += [_journal_row(ws, rec) for rec in result.journal]
+            message_rows += [_message_row(ws, m, now) for m in result.messages]
+            action_rows += [_action_row(ws, w, now) for w in result.webhooks]
+            inbox_rows += [_enrol_row(ws, en, now) for en in result.enrolments]
+            processed += [
+                {"b_seq": seq, "error": err, "done": now} for seq, err in result.processed
+            ]
+            for workflow_id, fire in result.date_fires.items():
+                row = {
+                    "workspace_id": ws,
+                    "workflow_id": workflow_id,
+                    "contact_id": result.contact.id,
+                }
+                (date_deletes if fire is None else date_upserts).append({**row, "fire_at": fire})
+            contact = result.contact
+            contact_rows.append(
+                {
+                    "b_ws": ws,
+                    "b_id": contact.id,
+                    "email": contact.email,
+                    "timezone": contact.timezone,
+                    "attributes": contact.attributes,
+                    "updated_at": now,
+                    "wake_at": result.wake_at,
+                }
+            )
+        if run_rows:
+            stmt = self._insert(t.runs)
+            keep = ("version", "status", "step", "wake_at", "ended_at", "state")
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["workspace_id", "id"],
+                set_={name: stmt.excluded[name] for name in keep},
+            )
+            conn.execute(stmt, run_rows)
+        if journal_rows:
+            conn.execute(sa.insert(t.journal), journal_rows)
+        if message_rows:
+            conn.execute(
+                self._insert(t.messages).on_conflict_do_nothing(
+                    index_elements=["workspace_id", "id"]
+                ),
+                message_rows,
+            )
+        if action_rows:
+            conn.execute(
+                self._insert(t.actions).on_conflict_do_nothing(
+                    index_elements=["workspace_id", "id"]
+                ),
+                action_rows,
+            )
+        if inbox_rows:
+            self._insert_events(conn, inbox_rows)
+        if processed:
+            e = t.events
+            conn.execute(
+                sa.update(e)
+                .where(e.c.seq == sa.bindparam("b_seq"))
+                .values(processed_at=sa.bindparam("done"), error=sa.bindparam("error")),
+                processed,
+            )
+        d = t.date_triggers
+        if date_upserts:
+            stmt = self._insert(d)
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["workspace_id", "workflow_id", "contact_id"],
+                    set_={"fire_at": stmt.excluded.fire_at},
+                ),
+                date_upserts,
+            )
+        if date_deletes:
+            conn.execute(
+                sa.delete(d).where(
+                    d.c.workspace_id == sa.bindparam("workspace_id"),
+                    d.c.workflow_id == sa.bindparam("workflow_id"),
+                    d.c.contact_id == sa.bindparam("contact_id"),
+                ),
+                [{k: v for k, v in row.items() if k != "fire_at"} for row in date_deletes],
+            )
+        c = t.contacts
+        conn.execute(
+            sa.update(c)
+            .where(c.c.workspace_id == sa.bindparam("b_ws"), c.c.id == sa.bindparam("b_id"))
+            .values(
+                email=sa.bindparam("email"),
+                timezone=sa.bindparam("timezone"),
+                attributes=sa.bindparam("attributes"),
+                updated_at=sa.bindparam("updated_at"),
+                wake_at=sa.bindparam("wake_at"),
+                lease_owner=None,
+                lease_until=None,
+            ),
+            contact_rows,
+        )
+
+    def mark_failed(
+        self, owner: str, key: Key, seqs: Sequence[int], error: str, now: datetime
+    ) -> None:
+        """Record events that could not be handled at all (a bug), so they do not block."""
+        e = t.events
+        with self.engine.begin() as conn:
+            if seqs:
+                conn.execute(
+                    sa.update(e)
+                    .where(e.c.seq.in_(list(seqs)))
+                    .values(processed_at=now, error=error)
+                )
+        self.release(owner, [key])
+
+    # --- workflows -------------------------------------------------------------------
+
+    def apply_workflow(
+        self, workspace_id: str, workflow_id: str, definition: dict[str, Any], now: datetime
+    ) -> Applied:
+        """Store a definition; a changed one becomes a new version. New workflows start active."""
+        digest = hashlib.sha256(
+            json.dumps(definition, sort_keys=True, default=str).encode()
+        ).hexdigest()
+        w, v = t.workflows, t.workflow_versions
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(w.c.version).where(
+                    w.c.workspace_id == workspace_id, w.c.id == workflow_id
+                )
+            ).first()
+            if row is not None:
+                current = conn.execute(
+                    sa.select(v.c.digest).where(
+                        v.c.workspace_id == workspace_id,
+                        v.c.workflow_id == workflow_id,
+                        v.c.version == row.version,
+                    )
+                ).scalar_one()
+                if current == digest:
+                    return Applied(workflow_id, row.version, False)
+            version = 1 if row is None else row.version + 1
+            conn.execute(
+                sa.insert(v).values(
+                    workspace_id=workspace_id,
+                    workflow_id=workflow_id,
+                    version=version,
+                    definition=definition,
+                    digest=digest,
+                    created_at=now,
+                )
+            )
+            if row is None:
+                conn.execute(
+                    sa.insert(w).values(
+                        workspace_id=workspace_id,
+                        id=workflow_id,
+                        version=1,
+                        mode="active",
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+            else:
+                conn.execute(
+                    sa.update(w)
+                    .where(w.c.workspace_id == workspace_id, w.c.id == workflow_id)
+                    .values(version=version, updated_at=now)
+                )
+        return Applied(workflow_id, version, True)
+
+    def workflow_rows(self, workspace_id: str | None = None) -> list[WorkflowRow]:
+        w = t.workflows
+        query = sa.select(w).order_by(w.c.workspace_id, w.c.id)
+        if workspace_id is not None:
+            query = query.where(w.c.workspace_id == workspace_id)
+        with self.engine.connect() as conn:
+            return [
+                WorkflowRow(r.workspace_id, r.id, r.version, r.mode, r.reason, r.updated_at)
+                for r in conn.execute(query)
+            ]
+
+    def workflow_definition(
+        self, workspace_id: str, workflow_id: str, version: int
+    ) -> dict[str, Any] | None:
+        v = t.workflow_versions
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(v.c.definition).where(
+                    v.c.workspace_id == workspace_id,
+                    v.c.workflow_id == workflow_id,
+                    v.c.version == version,
+                )
+            ).scalar_one_or_none()
+
+    def set_mode(
+        self, workspace_id: str, workflow_id: str, mode: str, reason: str | None, now: datetime
+    ) -> bool:
+        """Change a workflow's mode; runs that must react (cancel, resume) are woken now."""
+        w, r, c = t.workflows, t.runs, t.contacts
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                sa.update(w)
+                .where(w.c.workspace_id == workspace_id, w.c.id == workflow_id)
+                .values(mode=mode, reason=reason, updated_at=now)
+            ).rowcount
+            if not updated:
+                return False
+            if mode in ("active", "drain", "cancel"):
+                live = sa.select(r.c.contact_id).where(
+                    r.c.workspace_id == workspace_id,
+                    r.c.workflow_id == workflow_id,
+                    r.c.status.in_((str(RunStatus.ACTIVE), str(RunStatus.WAITING))),
+                )
+                if mode != "cancel":
+                    live = live.where(r.c.status == str(RunStatus.ACTIVE))
+                conn.execute(
+                    sa.update(c)
+                    .where(c.c.workspace_id == workspace_id, c.c.id.in_(live))
+                    .values(wake_at=_earliest(c.c.wake_at, sa.literal(now, t.Moment())))
+                )
+        return True
+
+    # --- schedules and date triggers -------------------------------------------------
+
+    def set_schedules(
+        self, workspace_id: str, workflow_id: str, ticks: dict[str, datetime | None]
+    ) -> None:
+        """Replace a workflow's schedule rows: zone -> next tick."""
+        s = t.schedules
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.delete(s).where(s.c.workspace_id == workspace_id, s.c.workflow_id == workflow_id)
+            )
+            if ticks:
+                conn.execute(
+                    sa.insert(s),
+                    [
+                        {
+                            "workspace_id": workspace_id,
+                            "workflow_id": workflow_id,
+                            "zone": z,
+                            "next_at": at,
+                        }
+                        for z, at in ticks.items()
+                    ],
+                )
+
+    def contact_zones(self, workspace_id: str, default_tz: str) -> set[str]:
+        c = t.contacts
+        with self.engine.connect() as conn:
+            return {
+                row[0] or default_tz
+                for row in conn.execute(
+                    sa.select(c.c.timezone).where(c.c.workspace_id == workspace_id).distinct()
+                )
+            }
+
+    def due_schedules(self, now: datetime) -> list[tuple[str, str, str, datetime]]:
+        s = t.schedules
+        with self.engine.connect() as conn:
+            return [
+                (r.workspace_id, r.workflow_id, r.zone, r.next_at)
+                for r in conn.execute(sa.select(s).where(s.c.next_at <= now).order_by(s.c.next_at))
+            ]
+
+    def enqueue_tick(
+        self,
+        workspace_id: str,
+        workflow_id: str,
+        zone: str,
+        tick: datetime,
+        following: datetime | None,
+        default_tz: str,
+        now: datetime,
+    ) -> int:
+        """Put one schedule tick in the inbox of every contact in ``zone`` ("*": all) and
+        move the schedule on, in one transaction; ids make a repeated tick a no-op."""
+        c, s, e = t.contacts, t.schedules, t.events
+        tick_id = f"tick:{workflow_id}:{tick.isoformat()}:"
+        with self.engine.begin() as conn:
+            moved = conn.execute(
+                sa.update(s)
+                .where(
+                    s.c.workspace_id == workspace_id,
+                    s.c.workflow_id == workflow_id,
+                    s.c.zone == zone,
+                    s.c.next_at == tick,
+                )
+                .values(next_at=following)
+            ).rowcount
+            if not moved:
+                return 0  # another worker took this tick
+            query = sa.select(c.c.id).where(c.c.workspace_id == workspace_id)
+            if zone != "*":
+                zone_of = sa.func.coalesce(c.c.timezone, default_tz)
+                query = query.where(zone_of == zone)
+            ids = [row[0] for row in conn.execute(query)]
+            rows = [
+                {
+                    "workspace_id": workspace_id,
+                    "id": tick_id + cid,
+                    "contact_id": cid,
+                    "kind": "schedule",
+                    "name": workflow_id,
+                    "at": tick,
+                    "properties": {"tick": tick.isoformat()},
+                    "traits": None,
+                    "received_at": now,
+                }
+                for cid in ids
+            ]
+            if rows:
+                for chunk in _chunks(rows, 2000):
+                    conn.execute(
+                        self._insert(e).on_conflict_do_nothing(
+                            index_elements=["workspace_id", "id"]
+                        ),
+                        list(chunk),
+                    )
+            if self.postgres:
+                conn.exec_driver_sql(f"NOTIFY {CHANNEL}")
+        return len(rows)
+
+    def contacts_with_attribute(
+        self, workspace_id: str, attribute: str, after: str | None, limit: int
+    ) -> list[Contact]:
+        """Contacts (by id order, after ``after``) for backfilling date triggers."""
+        c = t.contacts
+        query = sa.select(c.c.id, c.c.email, c.c.timezone, c.c.attributes).where(
+            c.c.workspace_id == workspace_id
+        )
+        if after is not None:
+            query = query.where(c.c.id > after)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(c.c.id).limit(limit)).all()
+        return [Contact(r.id, r.email, r.timezone, dict(r.attributes or {})) for r in rows]
+
+    def schedule_date_fires(
+        self, workspace_id: str, workflow_id: str, fires: dict[str, datetime]
+    ) -> None:
+        """Upsert date trigger fire times and pull each contact's wake forward to them."""
+        if not fires:
+            return
+        d, c = t.date_triggers, t.contacts
+        stmt = self._insert(d)
+        with self.engine.begin() as conn:
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["workspace_id", "workflow_id", "contact_id"],
+                    set_={"fire_at": stmt.excluded.fire_at},
+                ),
+                [
+                    {
+                        "workspace_id": workspace_id,
+                        "workflow_id": workflow_id,
+                        "contact_id": cid,
+                        "fire_at": at,
+                    }
+                    for cid, at in fires.items()
+                ],
+            )
+            conn.execute(
+                sa.update(c)
+                .where(c.c.workspace_id == workspace_id, c.c.id == sa.bindparam("cid"))
+                .values(wake_at=_earliest(c.c.wake_at, sa.bindparam("at", type_=t.Moment()))),
+                [{"cid": cid, "at": at} for cid, at in fires.items()],
+            )
+
+    def add_schedule_zone(
+        self, workspace_id: str, workflow_id: str, zone: str, tick: datetime | None
+    ) -> None:
+        """Start ticking a cron schedule in a zone first seen on a contact."""
+        stmt = self._insert(t.schedules).values(
+            workspace_id=workspace_id, workflow_id=workflow_id, zone=zone, next_at=tick
+        )
+        with self.engine.begin() as conn:
+            conn.execute(
+                stmt.on_conflict_do_nothing(index_elements=["workspace_id", "workflow_id", "zone"])
+            )
+
+    def move_runs(
+        self,
+        workspace_id: str,
+        versions: dict[str, int],
+        owner: str,
+        now: datetime,
+        lease: timedelta,
+    ) -> list[str]:
+        """Set the version of live runs, holding each contact's lease while doing it."""
+        r, c = t.runs, t.contacts
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(r.c.id, r.c.contact_id).where(
+                    r.c.workspace_id == workspace_id, r.c.id.in_(list(versions))
+                )
+            ).all()
+        by_contact: dict[str, list[str]] = {}
+        for run_id, contact_id in rows:
+            by_contact.setdefault(contact_id, []).append(run_id)
+        moved: list[str] = []
+        waiting = sorted(by_contact)
+        deadline = time.monotonic() + lease.total_seconds() * 2
+        while waiting and time.monotonic() < deadline:
+            free = sa.or_(c.c.lease_until.is_(None), c.c.lease_until < now)
+            keys = [(workspace_id, cid) for cid in waiting]
+            with self.engine.begin() as conn:
+                leased = [
+                    row[1]
+                    for row in conn.execute(
+                        sa.update(c)
+                        .where(_key_in(c, keys), free)
+                        .values(lease_owner=owner, lease_until=now + lease)
+                        .returning(c.c.workspace_id, c.c.id)
+                    )
+                ]
+            for contact_id in leased:
+                with self.engine.begin() as conn:
+                    for run_id in by_contact[contact_id]:
+                        state = conn.execute(
+                            sa.select(r.c.state).where(
+                                r.c.workspace_id == workspace_id, r.c.id == run_id
+                            )
+                        ).scalar_one()
+                        state = {**state, "version": versions[run_id]}
+                        conn.execute(
+                            sa.update(r)
+                            .where(r.c.workspace_id == workspace_id, r.c.id == run_id)
+                            .values(version=versions[run_id], state=state)
+                        )
+                        moved.append(run_id)
+                    conn.execute(
+                        sa.update(c)
+                        .where(c.c.workspace_id == workspace_id, c.c.id == contact_id)
+                        .values(lease_owner=None, lease_until=None)
+                    )
+            waiting = [cid for cid in waiting if cid not in set(leased)]
+            if waiting:
+                time.sleep(0.2)
+        return moved
+
+    def listener(self) -> Listener:
+        return Listener(self.engine.url)
+
+    def heartbeat(self, name: str, kind: str, now: datetime, info: dict[str, Any]) -> None:
+        stmt = self._insert(t.heartbeats).values(id=name, kind=kind, seen_at=now, info=info)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["id"],
+            set_={"seen_at": stmt.excluded.seen_at, "info": stmt.excluded.info},
+        )
+        with self.engine.begin() as conn:
+            conn.execute(stmt)
+
+    # --- looking around --------------------------------------------------------------
+
+    def next_due(self) -> datetime | None:
+        """The earliest timer or schedule tick (for sleeping, and for virtual clocks)."""
+        c, s = t.contacts, t.schedules
+        with self.engine.connect() as conn:
+            wake = conn.execute(sa.select(sa.func.min(c.c.wake_at))).scalar()
+            tick = conn.execute(sa.select(sa.func.min(s.c.next_at))).scalar()
+        times = [
+            t.from_micros(x) if isinstance(x, int) else x for x in (wake, tick) if x is not None
+        ]
+        return min(times) if times else None
+
+    def pending_events(self) -> int:
+        e = t.events
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count()).where(e.c.processed_at.is_(None))
+                ).scalar_one()
+            )
+
+    def runs(
+        self,
+        workspace_id: str = DEFAULT_WORKSPACE,
+        contact_id: str | None = None,
+        workflow_id: str | None = None,
+    ) -> list[Run]:
+        r = t.runs
+        query = sa.select(r.c.state).where(r.c.workspace_id == workspace_id)
+        if contact_id is not None:
+            query = query.where(r.c.contact_id == contact_id)
+        if workflow_id is not None:
+            query = query.where(r.c.workflow_id == workflow_id)
+        with self.engine.connect() as conn:
+            return [
+                Run.from_dict(row[0])
+                for row in conn.execute(query.order_by(r.c.started_at, r.c.id))
+            ]
+
+    def contact(self, workspace_id: str, contact_id: str) -> Contact | None:
+        c = t.contacts
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(c).where(c.c.workspace_id == workspace_id, c.c.id == contact_id)
+            ).first()
+        return (
+            None if row is None else Contact(row.id, row.email, row.timezone, dict(row.attributes))
+        )
+
+    def messages(self, workspace_id: str = DEFAULT_WORKSPACE) -> list[dict[str, Any]]:
+        m = t.messages
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(m)
+                .where(m.c.workspace_id == workspace_id)
+                .order_by(m.c.created_at, m.c.id)
+            )
+            return [dict(row._mapping) for row in rows]
+
+    def prune(self, before: datetime) -> dict[str, int]:
+        """Delete processed events and journal rows older than ``before`` (retention)."""
+        e, j = t.events, t.journal
+        with self.engine.begin() as conn:
+            events = conn.execute(
+                sa.delete(e).where(e.c.processed_at.is_not(None), e.c.processed_at < before)
+            ).rowcount
+            journal = conn.execute(sa.delete(j).where(j.c.at < before)).rowcount
+        return {"events": events, "journal": journal}
+
+
+def _run_row(ws: str, run: Run) -> dict[str, Any]:
+    return {
+        "workspace_id": ws,
+        "id": run.id,
+        "workflow_id": run.workflow_id,
+        "version": run.version,
+        "contact_id": run.contact_id,
+        "status": str(run.status),
+        "step": run.step,
+        "wake_at": run.wake_at,
+        "started_at": run.started_at,
+        "ended_at": run.ended_at,
+        "state": run.to_dict(),
+    }
+
+
+def _journal_row(ws: str, rec: Any) -> dict[str, Any]:
+    return {
+        "workspace_id": ws,
+        "run_id": rec.run_id,
+        "contact_id": rec.contact_id,
+        "workflow_id": rec.workflow_id,
+        "step_id": rec.step_id,
+        "at": rec.at,
+        "action": rec.action,
+        "detail": rec.detail,
+    }
+
+
+def _message_row(ws: str, m: Any, now: datetime) -> dict[str, Any]:
+    return {
+        "workspace_id": ws,
+        "id": m.key,
+        "run_id": m.run_id,
+        "contact_id": m.contact_id,
+        "workflow_id": m.workflow_id,
+        "version": m.version,
+        "step_id": m.step_id,
+        "to_address": m.to,
+        "template": m.template,
+        "subject": m.subject,
+        "topic": m.topic,
+        "priority": m.priority,
+        "on_capped": m.on_capped,
+        "content": m.content,
+        "status": "queued",
+        "created_at": m.at,
+        "send_after": m.at,
+        "attempts": 0,
+    }
+
+
+def _action_row(ws: str, w: Any, now: datetime) -> dict[str, Any]:
+    return {
+        "workspace_id": ws,
+        "id": w.key,
+        "kind": "webhook",
+        "run_id": w.run_id,
+        "step_id": w.step_id,
+        "status": "queued",
+        "attempts": 0,
+        "next_attempt_at": w.at,
+        "created_at": now,
+        "payload": {"url": w.url, "method": w.method, "headers": w.headers, "body": w.body},
+    }
+
+
+def _enrol_row(ws: str, en: Any, now: datetime) -> dict[str, Any]:
+    return {
+        "workspace_id": ws,
+        "id": f"enroll:{en.key}",
+        "contact_id": en.contact_id,
+        "kind": "enroll",
+        "name": en.workflow_id,
+        "at": en.at,
+        "traits": None,
+        "properties": {"source_run": en.source_run_id, "trigger": en.trigger.to_dict()},
+        "received_at": now,
+    }
+
+
+def _key_in(table: sa.Table, keys: Sequence[Key]) -> sa.ColumnElement[bool]:
+    return sa.tuple_(table.c.workspace_id, table.c.id).in_(list(keys))
+
+
+def _earliest(column: Any, moment: Any) -> Any:
+    """The earlier of a nullable time column and ``moment``, portably."""
+    return sa.case((column.is_(None), moment), (column > moment, moment), else_=column)
