@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import typer
 
+from flowmail.cli import db as db_cmd
 from flowmail.cli import simulate as simulate_cmd
+from flowmail.cli import worker as worker_cmd
 from flowmail.cli import workflows as workflows_cmd
 
 app = typer.Typer(
@@ -15,7 +17,9 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(workflows_cmd.app, name="workflows")
+app.add_typer(db_cmd.app, name="db")
 app.command("simulate")(simulate_cmd.simulate)
+app.command("worker")(worker_cmd.worker)
 
 
 def main() -> None:

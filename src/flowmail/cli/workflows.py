@@ -7,9 +7,16 @@ from typing import Annotated
 
 import typer
 
-from flowmail.cli.output import console, errors, print_json
-from flowmail.language.loader import WorkflowInvalid, load_workflow
+from flowmail.cli.common import store_session
+from flowmail.cli.output import console, errors, fail, print_json
+from flowmail.clock import SystemClock
+from flowmail.engine.catalog import Mode
+from flowmail.language.loader import WorkflowInvalid, load_workflow, read_document
 from flowmail.language.schema import workflow_schema
+from flowmail.runtime.service import PAUSE_MODES, apply_workflow, migrate_runs
+from flowmail.runtime.service import pause as pause_workflow
+from flowmail.runtime.service import resume as resume_workflow
+from flowmail.store.schema import DEFAULT_WORKSPACE
 
 app = typer.Typer(help="Validate and inspect workflow definitions.", no_args_is_help=True)
 
@@ -25,9 +32,13 @@ def validate(
         try:
             workflow = load_workflow(path)
         except WorkflowInvalid as exc:
-            results.append({"file": str(path), "ok": False, "problems": [
-                {"step": p.step, "message": p.message} for p in exc.problems
-            ]})  # fmt: skip
+            results.append(
+                {
+                    "file": str(path),
+                    "ok": False,
+                    "problems": [{"step": p.step, "message": p.message} for p in exc.problems],
+                }
+            )
             if not as_json:
                 for problem in exc.problems:
                     errors.print(f"[red]✗[/] {problem}", soft_wrap=True)
@@ -45,3 +56,110 @@ def validate(
 def schema() -> None:
     """Print the JSON Schema of the workflow language."""
     print_json(workflow_schema())
+
+
+@app.command()
+def apply(
+    files: Annotated[list[Path], typer.Argument(help="Workflow files (YAML or JSON).")],
+    workspace: Annotated[str, typer.Option(help="Workspace id.")] = DEFAULT_WORKSPACE,
+) -> None:
+    """Store workflows; a changed definition of an existing workflow becomes a new version."""
+    definitions = []
+    for path in files:
+        try:
+            load_workflow(path)
+        except WorkflowInvalid as exc:
+            fail(str(exc))
+        definitions.append(read_document(path))
+    with store_session() as (config, store):
+        now = SystemClock().now()
+        for path, definition in zip(files, definitions, strict=True):
+            workflow, applied = apply_workflow(
+                store, workspace, definition, now, config.default_timezone
+            )
+            state = "new version" if applied.changed else "unchanged"
+            console.print(f"{path}: {workflow.id} v{applied.version} ({state})")
+
+
+@app.command("list")
+def list_workflows(
+    workspace: Annotated[str, typer.Option(help="Workspace id.")] = DEFAULT_WORKSPACE,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """List workflows with their current version and mode."""
+    with store_session() as (_config, store):
+        rows = store.workflow_rows(workspace)
+    if as_json:
+        print_json(
+            [{"id": r.id, "version": r.version, "mode": r.mode, "reason": r.reason} for r in rows]
+        )
+        return
+    for row in rows:
+        reason = f"  ({row.reason})" if row.reason else ""
+        console.print(f"{row.id}  v{row.version}  {row.mode}{reason}")
+
+
+@app.command()
+def pause(
+    workflow_id: Annotated[str, typer.Argument(help="Workflow id.")],
+    mode: Annotated[
+        Mode,
+        typer.Option(help="drain: no new runs; freeze: runs hold too; cancel: runs end."),
+    ] = Mode.DRAIN,
+    reason: Annotated[str | None, typer.Option(help="Recorded with the pause.")] = None,
+    workspace: Annotated[str, typer.Option(help="Workspace id.")] = DEFAULT_WORKSPACE,
+) -> None:
+    """Pause a workflow in one explicit mode."""
+    if mode not in PAUSE_MODES:
+        fail("--mode must be drain, freeze or cancel", 2)
+    with store_session() as (_config, store):
+        if not pause_workflow(store, workspace, workflow_id, mode, SystemClock().now(), reason):
+            fail(f"no workflow {workflow_id!r}")
+    console.print(f"{workflow_id}: {mode}")
+
+
+@app.command()
+def resume(
+    workflow_id: Annotated[str, typer.Argument(help="Workflow id.")],
+    workspace: Annotated[str, typer.Option(help="Workspace id.")] = DEFAULT_WORKSPACE,
+) -> None:
+    """Make a paused workflow active again; frozen runs continue where they held."""
+    with store_session() as (_config, store):
+        if not resume_workflow(store, workspace, workflow_id, SystemClock().now()):
+            fail(f"no workflow {workflow_id!r}")
+    console.print(f"{workflow_id}: active")
+
+
+@app.command()
+def migrate(
+    workflow_id: Annotated[str, typer.Argument(help="Workflow id.")],
+    to: Annotated[int, typer.Option("--to", help="Target version.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print who would move.")] = False,
+    workspace: Annotated[str, typer.Option(help="Workspace id.")] = DEFAULT_WORKSPACE,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Move runs in flight to another version (steps matched by id)."""
+    with store_session() as (_config, store):
+        try:
+            moves = migrate_runs(store, workspace, workflow_id, to, SystemClock().now(), dry_run)
+        except LookupError as exc:
+            fail(str(exc))
+    if as_json:
+        print_json([m.__dict__ for m in moves])
+    for move in moves:
+        if as_json:
+            break
+        verb = ("would move" if dry_run else "moved") if move.moved else "cannot move"
+        why = f": {move.problem}" if move.problem else ""
+        console.print(
+            f"run {move.run_id} ({move.contact_id}) v{move.from_version} at "
+            f"{move.step or '-'}: {verb} to v{to}{why}"
+        )
+    stuck = [m for m in moves if not m.moved]
+    if not as_json:
+        console.print(
+            f"{len(moves) - len(stuck)} run(s) {'to move' if dry_run else 'moved'}, "
+            f"{len(stuck)} left on their version"
+        )
+    if stuck:
+        raise typer.Exit(3)

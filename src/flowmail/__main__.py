@@ -1,0 +1,3 @@
+from flowmail.cli import main
+
+main()

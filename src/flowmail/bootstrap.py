@@ -1,0 +1,41 @@
+"""The composition root: the one place that picks real adapters from settings."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flowmail.clock import Clock, SystemClock
+from flowmail.runtime.worker import Worker, WorkerOptions
+from flowmail.settings import Settings
+from flowmail.store.migrate import current_revision, head_revision, upgrade
+from flowmail.store.sql import SqlStore
+
+
+class SchemaOutOfDate(RuntimeError):
+    pass
+
+
+def open_store(
+    settings: Settings, clock: Clock | None = None, migrate: bool | None = None
+) -> SqlStore:
+    """Open the store. SQLite is upgraded on the spot (the embedded default); PostgreSQL
+    must be upgraded on purpose with ``flowmail db upgrade`` unless ``migrate`` is true."""
+    store = SqlStore.from_url(settings.database_url)
+    if migrate is None:
+        migrate = not store.postgres
+    if migrate:
+        upgrade(store.engine, (clock or SystemClock()).now())
+    elif current_revision(store.engine) != head_revision():
+        store.close()
+        raise SchemaOutOfDate("the database schema is out of date: run `flowmail db upgrade`")
+    return store
+
+
+def make_worker(settings: Settings, store: SqlStore, clock: Clock | None = None) -> Worker:
+    options = WorkerOptions(
+        batch=settings.worker_batch,
+        lease=timedelta(seconds=settings.lease_seconds),
+        poll=settings.poll_seconds,
+        default_timezone=settings.default_timezone,
+    )
+    return Worker(store, clock or SystemClock(), options)

@@ -1,0 +1,39 @@
+"""``flowmail worker``: process inbox events and due timers until stopped."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Annotated
+
+import typer
+
+from flowmail.bootstrap import make_worker
+from flowmail.cli.common import store_session
+from flowmail.cli.output import console
+
+
+def worker(
+    drain: Annotated[
+        bool, typer.Option("--drain", help="Handle what is due now, then exit (tests, cron).")
+    ] = False,
+    batch: Annotated[
+        int | None, typer.Option(help="Contacts per claim.", envvar="FLOWMAIL_WORKER_BATCH")
+    ] = None,
+) -> None:
+    """Run a worker. SIGTERM or Ctrl-C finishes the batch in hand, then exits."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    with store_session() as (config, store):
+        if batch is not None:
+            config = config.model_copy(update={"worker_batch": batch})
+        runner = make_worker(config, store)
+        if drain:
+            handled = runner.drain()
+            console.print(f"handled {handled} contact(s), {runner.processed} event(s)")
+            return
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        runner.run(stop)
