@@ -249,11 +249,6 @@ ELI_EMAILS = [
 ELI_PATH = ["wait_for_purchase", "reminder", "pause", "check_value", "standard_offer"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: the workflow goal {event: purchase_completed} is checked before the "
-    "wait_for step and ignores its match: [cart_id], so buying another cart converts the run",
-)
 def test_cart_purchase_of_another_cart_still_gets_the_reminder() -> None:
     result = simulate("cart_abandonment")
     assert sent(result, "eli") == ELI_EMAILS

@@ -13,11 +13,13 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
 from flowmail.clock import Clock
+from flowmail.engine.advance import end_run
 from flowmail.engine.decisions import (
     CallWebhook,
     Decision,
@@ -29,7 +31,7 @@ from flowmail.engine.decisions import (
     Warn,
 )
 from flowmail.engine.journeys import Context, on_enroll, on_event, on_time_trigger, on_wake, tend
-from flowmail.engine.state import Event, Run
+from flowmail.engine.state import Event, Run, RunStatus
 from flowmail.engine.triggers import date_fire, next_tick
 from flowmail.language.models import DateTrigger, ScheduleTrigger
 from flowmail.runtime.catalog import StoreCatalog
@@ -123,18 +125,35 @@ class Worker:
             except Exception as exc:  # an engine bug must not block the contact forever
                 log.exception("event %s failed", pending.event.id)
                 result.processed.append((pending.seq, f"{type(exc).__name__}: {exc}"))
+
+        def attempt(run: Run | None, work: Callable[[], Sequence[Decision]]) -> None:
+            """Timers have no event to mark: an engine bug fails the run it concerns."""
+            try:
+                decisions = work()
+            except Exception as exc:  # an engine bug must not block the contact forever
+                log.exception("contact %s, run %s failed", unit.contact.id, run and run.id)
+                if run is None:
+                    return
+                failing = ctx.start(result.contact)
+                reason = f"{type(exc).__name__}: {exc}"
+                end_run(failing, runs[run.id].copy(), RunStatus.FAILED, reason)
+                decisions = failing.result()
+            apply(decisions)
+
         for run in sorted(runs.values(), key=lambda r: (r.wake_at or now, r.id)):
             if not run.status.ended and run.wake_at is not None and run.wake_at <= now:
-                apply(on_wake(result.contact, runs[run.id], ctx))
+                attempt(run, partial(on_wake, result.contact, runs[run.id], ctx))
         for workflow_id, fire_at in sorted(unit.date_fires.items()):
             if fire_at <= now:
                 result.date_fires[workflow_id] = None
                 version = catalog.current(workflow_id)
                 if version is not None:
-                    apply(
-                        on_time_trigger(result.contact, list(runs.values()), version, fire_at, ctx)
+                    live = list(runs.values())
+                    attempt(
+                        None, partial(on_time_trigger, result.contact, live, version, fire_at, ctx)
                     )
-        apply(tend(result.contact, list(runs.values()), ctx))
+        for run in sorted(runs.values(), key=lambda r: (r.started_at, r.id)):
+            attempt(run, partial(tend, result.contact, [runs[run.id]], ctx))
         if result.contact_changed:
             self._replan_dates(result, unit, catalog, now)
         if result.contact.timezone != zone_before:
@@ -251,6 +270,18 @@ def _apply(result: UnitResult, runs: dict[str, Run], decisions: Sequence[Decisio
             case Record():
                 result.journal.append(decision)
             case Warn():
-                log.warning(
-                    "%s (run %s, step %s)", decision.message, decision.run_id, decision.step_id
-                )
+                result.journal.append(_warning_record(result, runs, decision))
+
+
+def _warning_record(result: UnitResult, runs: dict[str, Run], warn: Warn) -> Record:
+    """Warnings land in the journal beside the step they concern (not in the log)."""
+    run = runs.get(warn.run_id or "")
+    return Record(
+        warn.at,
+        result.contact.id,
+        run.workflow_id if run else "",
+        warn.run_id or "",
+        warn.step_id,
+        "warning",
+        {"message": warn.message},
+    )

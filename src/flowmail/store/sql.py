@@ -19,7 +19,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from flowmail.engine.decisions import Record, SendEmail
 from flowmail.engine.state import Contact, Event, Run, RunStatus
+from flowmail.store import hot
 from flowmail.store import schema as t
 from flowmail.store.notify import CHANNEL, Listener
 from flowmail.store.records import (
@@ -32,7 +34,7 @@ from flowmail.store.records import (
     UnitResult,
     WorkflowRow,
 )
-from flowmail.store.schema import DEFAULT_WORKSPACE
+from flowmail.store.schema import DEFAULT_WORKSPACE, to_micros
 
 CHUNK = 500  # rows per IN (...) list
 
@@ -296,114 +298,91 @@ class SqlStore:
         return [r.key for r in mine]
 
     def _write(self, conn: Connection, results: Sequence[UnitResult], now: datetime) -> None:
-        Rows = list[dict[str, Any]]
-        run_rows: Rows = []
-        journal_rows: Rows = []
-        message_rows: Rows = []
-        action_rows: Rows = []
-        inbox_rows: Rows = []
-        processed: Rows = []
-        date_upserts: Rows = []
-        date_deletes: Rows = []
-        contact_rows: Rows = []
+        """The hot path: plain executemany with hand-written SQL (see :mod:`store.hot`)."""
+        micros = to_micros(now)
+        runs: list[tuple[Any, ...]] = []
+        journal: list[tuple[Any, ...]] = []
+        messages: list[tuple[Any, ...]] = []
+        processed: list[tuple[Any, ...]] = []
+        contacts: list[tuple[Any, ...]] = []
+        actions: list[dict[str, Any]] = []
+        inbox: list[dict[str, Any]] = []
         for result in results:
             ws = result.workspace_id
-            for run, _new in result.runs.values():
-                run_rows.append(_run_row(ws, run))
-            journal_rows += [_journal_row(ws, rec) for rec in result.journal]
-            message_rows += [_message_row(ws, m, now) for m in result.messages]
-            action_rows += [_action_row(ws, w, now) for w in result.webhooks]
-            inbox_rows += [_enrol_row(ws, en, now) for en in result.enrolments]
-            processed += [
-                {"b_seq": seq, "error": err, "done": now} for seq, err in result.processed
-            ]
-            for workflow_id, fire in result.date_fires.items():
-                row = {
-                    "workspace_id": ws,
-                    "workflow_id": workflow_id,
-                    "contact_id": result.contact.id,
-                }
-                (date_deletes if fire is None else date_upserts).append({**row, "fire_at": fire})
+            runs += [_run_row(ws, run) for run, _new in result.runs.values()]
+            journal += [_journal_row(ws, record) for record in result.journal]
+            messages += [_message_row(ws, message) for message in result.messages]
+            actions += [_action_row(ws, w, now) for w in result.webhooks]
+            inbox += [_enrol_row(ws, en, now) for en in result.enrolments]
+            processed += [(micros, error, seq) for seq, error in result.processed]
             contact = result.contact
-            contact_rows.append(
-                {
-                    "b_ws": ws,
-                    "b_id": contact.id,
-                    "email": contact.email,
-                    "timezone": contact.timezone,
-                    "attributes": contact.attributes,
-                    "updated_at": now,
-                    "wake_at": result.wake_at,
-                }
+            wake = to_micros(result.wake_at) if result.wake_at else None
+            contacts.append(
+                (
+                    contact.email,
+                    contact.timezone,
+                    hot.dumps(contact.attributes),
+                    micros,
+                    wake,
+                    ws,
+                    contact.id,
+                )
             )
-        if run_rows:
-            stmt = self._insert(t.runs)
-            keep = ("version", "status", "step", "wake_at", "ended_at", "state")
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["workspace_id", "id"],
-                set_={name: stmt.excluded[name] for name in keep},
-            )
-            conn.execute(stmt, run_rows)
-        if journal_rows:
-            conn.execute(sa.insert(t.journal), journal_rows)
-        if message_rows:
-            conn.execute(
-                self._insert(t.messages).on_conflict_do_nothing(
-                    index_elements=["workspace_id", "id"]
-                ),
-                message_rows,
-            )
-        if action_rows:
+        for sql, rows in (
+            (hot.RUN_UPSERT, runs),
+            (hot.JOURNAL_INSERT, journal),
+            (hot.MESSAGE_INSERT, messages),
+            (hot.EVENT_DONE, processed),
+            (hot.CONTACT_SAVE, contacts),
+        ):
+            if rows:
+                conn.exec_driver_sql(hot.for_dialect(sql, self.dialect), rows)
+        if actions:
             conn.execute(
                 self._insert(t.actions).on_conflict_do_nothing(
                     index_elements=["workspace_id", "id"]
                 ),
-                action_rows,
+                actions,
             )
-        if inbox_rows:
-            self._insert_events(conn, inbox_rows)
-        if processed:
-            e = t.events
-            conn.execute(
-                sa.update(e)
-                .where(e.c.seq == sa.bindparam("b_seq"))
-                .values(processed_at=sa.bindparam("done"), error=sa.bindparam("error")),
-                processed,
-            )
+        if inbox:
+            self._insert_events(conn, inbox)
+        self._write_date_fires(conn, results)
+
+    def _write_date_fires(self, conn: Connection, results: Sequence[UnitResult]) -> None:
         d = t.date_triggers
-        if date_upserts:
+        upserts, deletes = [], []
+        for result in results:
+            for workflow_id, fire in result.date_fires.items():
+                row = {"ws": result.workspace_id, "wf": workflow_id, "cid": result.contact.id}
+                if fire is None:
+                    deletes.append(row)
+                else:
+                    upserts.append(
+                        {
+                            "workspace_id": row["ws"],
+                            "workflow_id": workflow_id,
+                            "contact_id": row["cid"],
+                            "fire_at": fire,
+                        }
+                    )
+        if upserts:
             stmt = self._insert(d)
             conn.execute(
                 stmt.on_conflict_do_update(
                     index_elements=["workspace_id", "workflow_id", "contact_id"],
                     set_={"fire_at": stmt.excluded.fire_at},
                 ),
-                date_upserts,
+                upserts,
             )
-        if date_deletes:
+        if deletes:
             conn.execute(
                 sa.delete(d).where(
-                    d.c.workspace_id == sa.bindparam("workspace_id"),
-                    d.c.workflow_id == sa.bindparam("workflow_id"),
-                    d.c.contact_id == sa.bindparam("contact_id"),
+                    d.c.workspace_id == sa.bindparam("ws"),
+                    d.c.workflow_id == sa.bindparam("wf"),
+                    d.c.contact_id == sa.bindparam("cid"),
                 ),
-                [{k: v for k, v in row.items() if k != "fire_at"} for row in date_deletes],
+                deletes,
             )
-        c = t.contacts
-        conn.execute(
-            sa.update(c)
-            .where(c.c.workspace_id == sa.bindparam("b_ws"), c.c.id == sa.bindparam("b_id"))
-            .values(
-                email=sa.bindparam("email"),
-                timezone=sa.bindparam("timezone"),
-                attributes=sa.bindparam("attributes"),
-                updated_at=sa.bindparam("updated_at"),
-                wake_at=sa.bindparam("wake_at"),
-                lease_owner=None,
-                lease_until=None,
-            ),
-            contact_rows,
-        )
 
     def mark_failed(
         self, owner: str, key: Key, seqs: Sequence[int], error: str, now: datetime
@@ -828,56 +807,59 @@ class SqlStore:
         return {"events": events, "journal": journal}
 
 
-def _run_row(ws: str, run: Run) -> dict[str, Any]:
-    return {
-        "workspace_id": ws,
-        "id": run.id,
-        "workflow_id": run.workflow_id,
-        "version": run.version,
-        "contact_id": run.contact_id,
-        "status": str(run.status),
-        "step": run.step,
-        "wake_at": run.wake_at,
-        "started_at": run.started_at,
-        "ended_at": run.ended_at,
-        "state": run.to_dict(),
-    }
+def _micros(moment: datetime | None) -> int | None:
+    return None if moment is None else to_micros(moment)
 
 
-def _journal_row(ws: str, rec: Any) -> dict[str, Any]:
-    return {
-        "workspace_id": ws,
-        "run_id": rec.run_id,
-        "contact_id": rec.contact_id,
-        "workflow_id": rec.workflow_id,
-        "step_id": rec.step_id,
-        "at": rec.at,
-        "action": rec.action,
-        "detail": rec.detail,
-    }
+def _run_row(ws: str, run: Run) -> tuple[Any, ...]:
+    return (
+        ws,
+        run.id,
+        run.workflow_id,
+        run.version,
+        run.contact_id,
+        str(run.status),
+        run.step,
+        _micros(run.wake_at),
+        to_micros(run.started_at),
+        _micros(run.ended_at),
+        hot.dumps(run.to_dict()),
+    )
 
 
-def _message_row(ws: str, m: Any, now: datetime) -> dict[str, Any]:
-    return {
-        "workspace_id": ws,
-        "id": m.key,
-        "run_id": m.run_id,
-        "contact_id": m.contact_id,
-        "workflow_id": m.workflow_id,
-        "version": m.version,
-        "step_id": m.step_id,
-        "to_address": m.to,
-        "template": m.template,
-        "subject": m.subject,
-        "topic": m.topic,
-        "priority": m.priority,
-        "on_capped": m.on_capped,
-        "content": m.content,
-        "status": "queued",
-        "created_at": m.at,
-        "send_after": m.at,
-        "attempts": 0,
-    }
+def _journal_row(ws: str, rec: Record) -> tuple[Any, ...]:
+    return (
+        ws,
+        rec.run_id,
+        rec.contact_id,
+        rec.workflow_id,
+        rec.step_id,
+        to_micros(rec.at),
+        rec.action,
+        hot.dumps(rec.detail),
+    )
+
+
+def _message_row(ws: str, m: SendEmail) -> tuple[Any, ...]:
+    at = to_micros(m.at)
+    return (
+        ws,
+        m.key,
+        m.run_id,
+        m.contact_id,
+        m.workflow_id,
+        m.version,
+        m.step_id,
+        m.to,
+        m.template,
+        m.subject,
+        m.topic,
+        m.priority,
+        m.on_capped,
+        m.content,
+        at,
+        at,
+    )
 
 
 def _action_row(ws: str, w: Any, now: datetime) -> dict[str, Any]:
