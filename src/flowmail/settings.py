@@ -35,7 +35,9 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="How long claimed work stays with a worker"
     )
     poll_seconds: float = Field(
-        default=1.0, gt=0, description="Longest idle sleep between looks for work"
+        default=0.1,
+        gt=0,
+        description="Longest idle sleep between looks for work (PostgreSQL also wakes on NOTIFY)",
     )
     retention_days: int = Field(
         default=90, ge=1, description="Processed events and journal rows older are pruned"

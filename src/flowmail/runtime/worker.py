@@ -47,7 +47,7 @@ log = logging.getLogger("flowmail.worker")
 class WorkerOptions:
     batch: int = 256
     lease: timedelta = timedelta(seconds=30)
-    poll: float = 1.0
+    poll: float = 0.1
     default_timezone: str = "UTC"
 
 
