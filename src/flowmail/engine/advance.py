@@ -100,7 +100,18 @@ def goal_reached(goal: Goal | None, scope: Scope) -> bool:
         event = scope.event
         if event is None or event.name != goal.event:
             return False
+        if not same_as_trigger(event, scope.run, goal.match):
+            return False
     return goal.where is None or evaluate(goal.where, scope)
+
+
+def same_as_trigger(event: Event, run: Run | None, keys: Sequence[str]) -> bool:
+    """``match: [cart_id]``: the event's properties equal the run's trigger event's."""
+    if not keys:
+        return True
+    if run is None:
+        return False
+    return all(event.properties.get(k) == run.trigger.properties.get(k) for k in keys)
 
 
 def proceed(work: Pass, version: Version, run: Run, step_id: str) -> None:
@@ -110,12 +121,22 @@ def proceed(work: Pass, version: Version, run: Run, step_id: str) -> None:
     for _ in range(MAX_STEPS_PER_ADVANCE):
         if step_id == END:
             return end_run(work, run, RunStatus.COMPLETED, "reached the end")
+        if version.mode == Mode.CANCEL:
+            return end_run(work, run, RunStatus.EXITED, "workflow cancelled")
         if version.mode == Mode.FREEZE:
             run.step, run.reason = step_id, "frozen"
             work.record(run, step_id, "held", reason="workflow is frozen")
             return work.save(run)
         goal = workflow.goal
-        if goal and goal.event is None and goal_reached(goal, work.scope(run, run.trigger)):
+        try:
+            reached = (
+                goal is not None
+                and goal.event is None
+                and goal_reached(goal, work.scope(run, run.trigger))
+            )
+        except LookupError as exc:  # an unknown predicate
+            return end_run(work, run, RunStatus.FAILED, f"goal: {exc}")
+        if reached:
             return end_run(work, run, RunStatus.CONVERTED, "goal reached")
         if not workflow.has_step(step_id):
             return end_run(work, run, RunStatus.FAILED, f"step {step_id!r} is not in this version")

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from flowmail.engine.advance import Pass, end_run, goal_reached, proceed
+from flowmail.engine.advance import Pass, end_run, goal_reached, proceed, same_as_trigger
 from flowmail.engine.catalog import Catalog, Mode, Version
 from flowmail.engine.conditions import PredicateFn, Scope, evaluate
 from flowmail.engine.decisions import Decision
@@ -58,9 +58,18 @@ def on_event(contact: Contact, runs: Sequence[Run], event: Event, ctx: Context) 
     for run in _live(runs):
         version = ctx.catalog.version(run.workflow_id, run.version)
         if version is not None:
-            _observe(work, version, run.copy(), event)
+            mine = run.copy()
+            try:
+                _observe(work, version, mine, event)
+            except LookupError as exc:  # an unknown predicate in goal, exit_when or wait_for
+                end_run(work, mine, RunStatus.FAILED, str(exc))
     for version in ctx.catalog.enrolling():
-        if matches(version.workflow, before, work.scope(None, event)):
+        try:
+            triggered = matches(version.workflow, before, work.scope(None, event), work.default_tz)
+        except LookupError as exc:
+            work.warn(f"trigger of workflow {version.id!r}: {exc}")
+            continue
+        if triggered:
             start_run(work, version, work.runs_now(runs), event)
     return work.result()
 
@@ -96,9 +105,8 @@ def _after(version: Version, step_id: str) -> str:
 def _awaited(step: WaitForStep, run: Run, scope: Scope) -> bool:
     event = scope.event
     assert event is not None
-    for key in step.wait_for.match:
-        if event.properties.get(key) != run.trigger.properties.get(key):
-            return False
+    if not same_as_trigger(event, run, step.wait_for.match):
+        return False
     return step.wait_for.where is None or evaluate(step.wait_for.where, scope)
 
 
@@ -182,8 +190,12 @@ def on_time_trigger(
     trigger = version.workflow.trigger
     event = time_trigger_event(version.workflow, contact, at)
     where = trigger.schedule.where if isinstance(trigger, ScheduleTrigger) else None
-    if where is not None and not evaluate(where, work.scope(None, event)):
-        return []
+    try:
+        if where is not None and not evaluate(where, work.scope(None, event)):
+            return []
+    except LookupError as exc:
+        work.warn(f"trigger of workflow {version.id!r}: {exc}")
+        return work.result()
     start_run(work, version, runs, event)
     return work.result()
 
@@ -198,4 +210,18 @@ def on_enroll(
         work.warn(f"enroll: there is no workflow {workflow_id!r}")
         return work.result()
     start_run(work, version, runs, trigger)
+    return work.result()
+
+
+def tend(contact: Contact, runs: Sequence[Run], ctx: Context) -> list[Decision]:
+    """React to workflow modes: cancelled workflows end their runs, unfrozen ones resume."""
+    work = ctx.start(contact)
+    for run in _live(runs):
+        version = ctx.catalog.version(run.workflow_id, run.version)
+        if version is None:
+            continue
+        if version.mode == Mode.CANCEL:
+            end_run(work, run.copy(), RunStatus.EXITED, "workflow cancelled")
+        elif run.status == RunStatus.ACTIVE and run.step and version.mode != Mode.FREEZE:
+            proceed(work, version, run.copy(), run.step)
     return work.result()

@@ -146,6 +146,11 @@ class Run:
             "path": list(self.path),
             "variants": dict(self.variants),
             "holdout": self.holdout,
+            "trigger": {
+                "name": self.trigger.name,
+                "at": self.trigger.at.isoformat(),
+                **self.trigger.properties,
+            },
         }
 
     def to_dict(self) -> dict[str, Any]:

@@ -19,14 +19,17 @@ from flowmail.language.models import (
 )
 
 
-def matches(workflow: Workflow, before: Contact, scope: Scope) -> bool:
-    """Whether ``scope.event`` triggers ``workflow`` (``before``: the contact before it)."""
+def matches(workflow: Workflow, before: Contact, scope: Scope, default_tz: str = "UTC") -> bool:
+    """Whether ``scope.event`` triggers ``workflow`` (``before``: the contact before it).
+
+    ``hours`` are read in the contact's zone, or ``default_tz`` when it has none.
+    """
     trigger, event = workflow.trigger, scope.event
     assert event is not None
     if isinstance(trigger, EventTrigger):
         if event.name != trigger.event:
             return False
-        tz = zone(scope.contact.timezone)
+        tz = zone(scope.contact.timezone, default_tz)
         hours = trigger.hours
         if hours is not None and not in_window(event.at, hours.start, hours.end, tz):
             return False

@@ -20,8 +20,18 @@ from typing import Any
 from flowmail.language.durations import parse_duration
 
 OPERATORS = (
-    "eq", "ne", "gt", "gte", "lt", "lte", "contains", "starts_with", "in", "not_in", "exists",
-)  # fmt: skip
+    "eq",
+    "ne",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "contains",
+    "starts_with",
+    "in",
+    "not_in",
+    "exists",
+)
 ALIASES = {
     "equals": "eq",
     "not_equals": "ne",

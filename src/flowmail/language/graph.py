@@ -12,6 +12,7 @@ from flowmail.language.models import (
     SplitStep,
     StepBase,
     WaitForStep,
+    WaitStep,
     Workflow,
     step_kind,
 )
@@ -90,12 +91,22 @@ def _reachable(workflow: Workflow) -> set[str]:
     return found
 
 
+LOOP_HINT = " (add a duration, until_time or wait_for: business hours and until may not wait)"
+
+
+def _always_waits(step: StepBase) -> bool:
+    """A wait that never continues at once: business hours and ``until`` may not wait at all."""
+    if isinstance(step, WaitStep):
+        return step.wait.duration is not None or step.wait.until_time is not None
+    return step_kind(step) in WAIT_KINDS
+
+
 def _check_loops(workflow: Workflow) -> list[Problem]:
     """Every cycle must pass through a wait, or a run could spin forever in one instant."""
     graph = {
         s.id: [t for t in edges(workflow, s) if t != END]
         for s in workflow.steps
-        if step_kind(s) not in WAIT_KINDS
+        if not _always_waits(s)
     }
     problems, state = [], dict.fromkeys(graph, 0)  # 0 new, 1 on stack, 2 done
     for root in graph:
@@ -114,7 +125,8 @@ def _check_loops(workflow: Workflow) -> list[Problem]:
                 target = targets[index]
                 if state[target] == 1:
                     loop = [*path[path.index(target) :], target]
-                    problems.append(Problem("loop without a wait: " + " -> ".join(loop), target))
+                    message = "loop without a wait: " + " -> ".join(loop) + LOOP_HINT
+                    problems.append(Problem(message, target))
                 elif state[target] == 0:
                     stack.append((target, 0))
             else:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, model_validator
 
+from flowmail.language.durations import DURATION_PATTERN
 from flowmail.language.types import (
+    CONDITION_MARK,
     AwareDatetime,
     ClockTime,
     ConditionField,
@@ -26,6 +29,17 @@ ALL_DAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun"
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _or_shorthand(shorthand: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """A ``json_schema_extra`` that lets the published schema accept a shorthand form too."""
+
+    def extend(schema: dict[str, Any]) -> None:
+        full = dict(schema)
+        schema.clear()
+        schema.update(title=full.get("title"), anyOf=[full, shorthand])
+
+    return extend
 
 
 # --- time windows ------------------------------------------------------------------
@@ -52,7 +66,7 @@ class HourWindow(Model):
 class BusinessHours(HourWindow):
     start: int = Field(default=9, ge=0, le=23)
     end: int = Field(default=17, ge=1, le=24)
-    days: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri")
+    days: tuple[Weekday, ...] = Field(default=("mon", "tue", "wed", "thu", "fri"), min_length=1)
 
 
 # --- triggers --------------------------------------------------------------------
@@ -171,6 +185,10 @@ class EmailStep(StepBase):
 
 
 class WaitSpec(Model):
+    model_config = ConfigDict(
+        json_schema_extra=_or_shorthand({"type": "string", "pattern": DURATION_PATTERN})
+    )
+
     duration: Duration | None = None
     until: AwareDatetime | None = None
     until_time: ClockTime | None = None
@@ -333,7 +351,12 @@ class ReEntryAfter(Model):
 class Goal(Model):
     """``{event: name, where: ...}``, or a bare condition on the contact."""
 
+    model_config = ConfigDict(
+        json_schema_extra=_or_shorthand({"type": "object", CONDITION_MARK: True})
+    )
+
     event: str | None = None
+    match: tuple[str, ...] = ()
     where: ConditionField | None = None
 
     @model_validator(mode="before")

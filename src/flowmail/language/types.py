@@ -105,6 +105,14 @@ ConditionField = Annotated[
 Percent = Annotated[
     float,
     BeforeValidator(lambda v: float(v.rstrip("%")) if isinstance(v, str) else v),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": 100},
+                {"type": "string", "pattern": r"^\d+(\.\d+)?%$", "examples": ["10%"]},
+            ]
+        }
+    ),
 ]
 
 

@@ -149,8 +149,9 @@ class Simulation:
         self.webhooks: list[CallWebhook] = []
         for workflow in self.workflows:
             spec = workflow.trigger
-            if isinstance(spec, ScheduleTrigger) and spec.schedule.at is not None:
-                self._push(spec.schedule.at, _TICK, "tick", (workflow.id, None))
+            at = spec.schedule.at if isinstance(spec, ScheduleTrigger) else None
+            if at is not None and at >= self.start:
+                self._push(at, _TICK, "tick", (workflow.id, None))
 
     # --- input -----------------------------------------------------------------------
 
@@ -200,7 +201,7 @@ class Simulation:
         self.now = max(self.now, horizon)
         runs = sorted(self.runs.values(), key=lambda r: (r.started_at, self._order.index(r.id)))
         return SimulationResult(
-            sorted(self.emails, key=lambda e: (e.at, e.contact, e.workflow, e.step)),
+            sorted(self.emails, key=lambda e: (e.at, e.contact, e.workflow)),  # stable
             runs,
             dict(self.contacts),
             list(self.timeline),
