@@ -229,10 +229,10 @@ def _visit_key(run: Run, step_id: str) -> str:
 
 def _email(work: Pass, workflow: Workflow, run: Run, step: EmailStep) -> None:
     spec = step.email
-    subject = ""
-    if spec.subject is not None:
+    subject = spec.subject or ""
+    if is_template(subject):
         variables = template_variables(work.contact, run, workflow, work.now)
-        subject, missing = render(spec.subject, variables)
+        subject, missing = render(subject, variables)
         for name in missing:
             work.warn(f"subject variable {name} has no value", run, step.id)
     if run.holdout:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from flowmail.language.durations import DURATION_PATTERN
 from flowmail.language.types import (
@@ -384,13 +385,14 @@ class Workflow(Model):
     def title(self) -> str:
         return self.name or self.id
 
-    _by_id: dict[str, StepBase] = PrivateAttr(default_factory=dict)
-    _after: dict[str, str] = PrivateAttr(default_factory=dict)
+    @cached_property
+    def _by_id(self) -> dict[str, StepBase]:
+        return {step.id: step for step in self.steps}
 
-    def model_post_init(self, context: Any, /) -> None:
+    @cached_property
+    def _after(self) -> dict[str, str]:
         ids = [step.id for step in self.steps]
-        self._by_id = {step.id: step for step in self.steps}
-        self._after = dict(zip(ids, [*ids[1:], END], strict=True))
+        return dict(zip(ids, [*ids[1:], END], strict=True))
 
     def step(self, step_id: str) -> StepBase:
         return self._by_id[step_id]

@@ -79,7 +79,8 @@ class Worker:
         units = self.store.load(keys, now)
         results = [self.handle(unit, now) for unit in units]
         written = self.store.commit(self.id, results, now)
-        self.processed += sum(len(r.processed) for r in results if r.key in set(written))
+        done = set(written)
+        self.processed += sum(len(r.processed) for r in results if r.key in done)
         return len(written)
 
     def drain(self, max_batches: int = 1_000_000) -> int:
