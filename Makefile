@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint unit bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,11 +20,17 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
+# unit tests only: no database server needed
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 tests/unit
+
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -q -n 2
+	scripts/ensure-postgres.sh
+	$(BIN)/python -m pytest -q -n 2 --durations=10
 
 bench: $(STAMP)
+	scripts/ensure-postgres.sh
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
