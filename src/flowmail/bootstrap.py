@@ -37,5 +37,6 @@ def make_worker(settings: Settings, store: SqlStore, clock: Clock | None = None)
         lease=timedelta(seconds=settings.lease_seconds),
         poll=settings.poll_seconds,
         default_timezone=settings.default_timezone,
+        retention=timedelta(days=settings.retention_days),
     )
     return Worker(store, clock or SystemClock(), options)

@@ -12,6 +12,7 @@ import typer
 from flowmail.bootstrap import make_worker
 from flowmail.cli.common import store_session
 from flowmail.cli.output import console
+from flowmail.runtime.actions import ActionDispatcher
 
 
 def worker(
@@ -31,9 +32,17 @@ def worker(
         runner = make_worker(config, store)
         if drain:
             handled = runner.drain()
+            dispatcher = ActionDispatcher(store, runner.clock, runner.id)
+            while dispatcher.step():
+                pass
+            dispatcher.close()
             console.print(f"handled {handled} contact(s), {runner.processed} event(s)")
             return
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
+        dispatcher = ActionDispatcher(store, runner.clock, runner.id)
+        calls = threading.Thread(target=dispatcher.run, args=(stop,), name="webhooks", daemon=True)
+        calls.start()
         runner.run(stop)
+        calls.join(timeout=15)

@@ -49,6 +49,8 @@ class WorkerOptions:
     lease: timedelta = timedelta(seconds=30)
     poll: float = 0.1
     default_timezone: str = "UTC"
+    retention: timedelta = timedelta(days=90)
+    prune_every: timedelta = timedelta(hours=1)
 
 
 class Worker:
@@ -65,6 +67,7 @@ class Worker:
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._catalogs: dict[str, StoreCatalog] = {}
         self.processed = 0
+        self._pruned_at: datetime | None = None
 
     # --- one batch -------------------------------------------------------------------
 
@@ -230,9 +233,9 @@ class Worker:
         listener = self.store.listener() if self.store.postgres else None
         try:
             while not stop.is_set():
-                self.store.heartbeat(
-                    self.id, "worker", self.clock.now(), {"processed": self.processed}
-                )
+                now = self.clock.now()
+                self.store.heartbeat(self.id, "worker", now, {"processed": self.processed})
+                self.maintain(now)
                 if self.step():
                     continue
                 self._sleep(stop, listener)
@@ -240,6 +243,16 @@ class Worker:
             if listener is not None:
                 listener.close()
         log.info("worker %s stopped after %d events", self.id, self.processed)
+
+    def maintain(self, now: datetime) -> dict[str, int] | None:
+        """Prune processed events and journal rows past the retention, once in a while."""
+        if self._pruned_at is not None and now - self._pruned_at < self.options.prune_every:
+            return None
+        self._pruned_at = now
+        pruned = self.store.prune(now - self.options.retention)
+        if any(pruned.values()):
+            log.info("pruned %s", pruned)
+        return pruned
 
     def _sleep(self, stop: threading.Event, listener: Listener | None) -> None:
         timeout = self.options.poll
