@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -43,6 +42,59 @@ class Settings(BaseSettings):
         default=90, ge=1, description="Processed events and journal rows older are pruned"
     )
 
+    # --- messages -------------------------------------------------------------------
+    public_url: str = Field(
+        default="http://127.0.0.1:8025",
+        description="Base URL of this installation, for unsubscribe, click and open links",
+    )
+    secret_key: str = Field(
+        default="change-me-in-production",
+        description="Signs links in emails (unsubscribe, clicks); keep it secret and stable",
+    )
+    from_address: str = Field(default="hello@example.com", description="Sender address")
+    from_name: str = Field(default="flowmail", description="Sender display name")
+    postal_address: str = Field(
+        default="",
+        description="The sender's postal address; marketing templates must show it",
+    )
+    templates_dir: str = Field(default="templates", description="Folder of template files")
+    provider: str = Field(
+        default="smtp",
+        description="Where email goes: smtp, console, file, ses, sendgrid, mailgun, postmark",
+    )
+    secondary_provider: str = Field(
+        default="", description="Provider that takes over while the primary's circuit is open"
+    )
+    smtp_host: str = Field(default="127.0.0.1", description="SMTP server")
+    smtp_port: int = Field(default=1025, description="SMTP port")
+    smtp_username: str = Field(default="", description="SMTP user (empty: no AUTH)")
+    smtp_password: str = Field(default="", description="SMTP password")
+    smtp_tls: str = Field(default="none", description="none, starttls or tls (implicit)")
+    smtp_connections: int = Field(default=4, ge=1, le=64, description="SMTP connection pool")
+    rate_limit: float = Field(
+        default=0, ge=0, description="Messages per second per provider; 0 means unlimited"
+    )
+    max_daily_sends: int = Field(
+        default=5, ge=0, description="Marketing emails per contact per rolling 24 h (cap)"
+    )
+    quiet_hours: str = Field(
+        default="", description="Local hours without marketing email, like 21-8 (off if empty)"
+    )
+    unknown_policy: str = Field(
+        default="resend",
+        description="A send whose outcome is unknown after a crash: resend or hold",
+    )
+    max_attempts: int = Field(default=8, ge=1, description="Send attempts before dead-letter")
+    open_tracking: bool = Field(default=False, description="Add an open pixel to HTML email")
+    click_tracking: bool = Field(default=True, description="Rewrite links to signed redirects")
+    dkim_domain: str = Field(default="", description="DKIM signing domain (empty: no DKIM)")
+    dkim_selector: str = Field(default="", description="DKIM selector")
+    dkim_key_file: str = Field(default="", description="PEM file of the DKIM private key")
+    api_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="Provider credentials, e.g. {sendgrid = 'SG...'} in flowmail.toml",
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -65,6 +117,3 @@ def settings_table() -> list[tuple[str, str, str]]:
     for name, field in Settings.model_fields.items():
         rows.append((f"FLOWMAIL_{name.upper()}", repr(field.default), field.description or ""))
     return rows
-
-
-__all__ = ["Path", "Settings", "load_settings", "settings_table"]

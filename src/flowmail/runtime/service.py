@@ -45,10 +45,11 @@ def plan_time_triggers(
     if isinstance(trigger, ScheduleTrigger):
         ticks: dict[str, datetime | None]
         if trigger.schedule.at is not None:
-            ticks = {"*": trigger.schedule.at} if trigger.schedule.at > now else {}
+            ticks = {"*": trigger.schedule.at} if trigger.schedule.at >= now else {}
         else:
             zones = store.contact_zones(workspace_id, default_tz) | {default_tz}
-            ticks = {zone: next_tick(workflow, zone, now) for zone in sorted(zones)}
+            since = now - timedelta(microseconds=1)  # a tick at this very instant counts
+            ticks = {zone: next_tick(workflow, zone, since) for zone in sorted(zones)}
         store.set_schedules(workspace_id, workflow.id, ticks)
         return
     store.set_schedules(workspace_id, workflow.id, {})
@@ -64,7 +65,7 @@ def plan_time_triggers(
         fires = {}
         for contact in contacts:
             fire = date_fire(workflow, contact, default_tz)
-            if fire is not None and fire > now:
+            if fire is not None and fire >= now:
                 fires[contact.id] = fire
         store.schedule_date_fires(workspace_id, workflow.id, fires)
         after = contacts[-1].id

@@ -37,10 +37,14 @@ from flowmail.language.models import DateTrigger, ScheduleTrigger
 from flowmail.runtime.catalog import StoreCatalog
 from flowmail.runtime.history import StoreHistory
 from flowmail.store.notify import Listener
-from flowmail.store.records import Unit, UnitResult
+from flowmail.store.records import PendingEvent, Unit, UnitResult
 from flowmail.store.sql import SqlStore
 
 log = logging.getLogger("flowmail.worker")
+
+_WAKE, _DATE = 2, 3
+_RANK = {"track": 0, "identify": 0, "enroll": 1, "schedule": 4}  # order at one instant
+_INSTANT = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -122,14 +126,6 @@ class Worker:
         def apply(decisions: Sequence[Decision]) -> None:
             _apply(result, runs, decisions)
 
-        for pending in unit.events:
-            try:
-                apply(self._event(result, list(runs.values()), pending.kind, pending.event, ctx))
-                result.processed.append((pending.seq, None))
-            except Exception as exc:  # an engine bug must not block the contact forever
-                log.exception("event %s failed", pending.event.id)
-                result.processed.append((pending.seq, f"{type(exc).__name__}: {exc}"))
-
         def attempt(run: Run | None, work: Callable[[], Sequence[Decision]]) -> None:
             """Timers have no event to mark: an engine bug fails the run it concerns."""
             try:
@@ -144,11 +140,45 @@ class Worker:
                 decisions = failing.result()
             apply(decisions)
 
-        for run in sorted(runs.values(), key=lambda r: (r.wake_at or now, r.id)):
-            if not run.status.ended and run.wake_at is not None and run.wake_at <= now:
-                attempt(run, partial(on_wake, result.contact, runs[run.id], ctx))
-        for workflow_id, fire_at in sorted(unit.date_fires.items()):
-            if fire_at <= now:
+        def handle_event(pending: PendingEvent) -> None:
+            try:
+                apply(self._event(result, list(runs.values()), pending.kind, pending.event, ctx))
+                result.processed.append((pending.seq, None))
+            except Exception as exc:  # an engine bug must not block the contact forever
+                log.exception("event %s failed", pending.event.id)
+                result.processed.append((pending.seq, f"{type(exc).__name__}: {exc}"))
+
+        def next_wake() -> Run | None:
+            due = [
+                r
+                for r in runs.values()
+                if not r.status.ended
+                and r.wake_at is not None
+                and r.wake_at <= now
+                and (r.id, r.wake_at) not in woken
+            ]
+            return min(due, key=lambda r: (r.wake_at or now, r.id), default=None)
+
+        # One timeline, in time order, as the simulator has it: at one instant, events,
+        # then enrolments, then run wakes, then date triggers, then schedule ticks.
+        events = sorted(unit.events, key=lambda p: (p.event.at, _RANK.get(p.kind, 0), p.seq))
+        fires = sorted((at, wid) for wid, at in unit.date_fires.items() if at <= now)
+        woken: set[tuple[str, datetime]] = set()
+        while True:
+            wake = next_wake()
+            options = [
+                *([(events[0].event.at, _RANK.get(events[0].kind, 0))] if events else []),
+                *([(wake.wake_at, _WAKE)] if wake is not None and wake.wake_at else []),
+                *([(fires[0][0], _DATE)] if fires else []),
+            ]
+            if not options:
+                break
+            _, rank = min(options)
+            if rank == _WAKE and wake is not None and wake.wake_at is not None:
+                woken.add((wake.id, wake.wake_at))
+                attempt(wake, partial(on_wake, result.contact, wake, ctx))
+            elif rank == _DATE:
+                fire_at, workflow_id = fires.pop(0)
                 result.date_fires[workflow_id] = None
                 version = catalog.current(workflow_id)
                 if version is not None:
@@ -156,6 +186,8 @@ class Worker:
                     attempt(
                         None, partial(on_time_trigger, result.contact, live, version, fire_at, ctx)
                     )
+            else:
+                handle_event(events.pop(0))
         for run in sorted(runs.values(), key=lambda r: (r.started_at, r.id)):
             attempt(run, partial(tend, result.contact, [runs[run.id]], ctx))
         if result.contact_changed:
@@ -188,10 +220,10 @@ class Worker:
             if not isinstance(version.workflow.trigger, DateTrigger):
                 continue
             fire = date_fire(version.workflow, result.contact, self.options.default_timezone)
-            known = result.date_fires.get(version.id, unit.date_fires.get(version.id))
-            if fire is not None and fire > now and fire != known:
+            known = unit.date_fires.get(version.id)  # planned before, fired now or not
+            if fire is not None and fire >= now and fire != known:
                 result.date_fires[version.id] = fire
-            elif fire is None and known is not None:
+            elif fire is None and result.date_fires.get(version.id, known) is not None:
                 result.date_fires[version.id] = None
 
     def _add_zone(
@@ -201,7 +233,7 @@ class Worker:
         for version in catalog.enrolling():
             trigger = version.workflow.trigger
             if isinstance(trigger, ScheduleTrigger) and trigger.schedule.cron is not None:
-                tick = next_tick(version.workflow, tz, now)
+                tick = next_tick(version.workflow, tz, now - _INSTANT)  # a tick at now counts
                 self.store.add_schedule_zone(workspace_id, version.id, tz, tick)
 
     # --- schedules -------------------------------------------------------------------

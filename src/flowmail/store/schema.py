@@ -205,6 +205,11 @@ messages = sa.Table(
     sa.Column("lease_owner", sa.String(100)),
     sa.Column("lease_until", Moment),
     sa.Column("sent_at", Moment),
+    sa.Column("rfc_message_id", sa.String(255)),  # the Message-ID header, stable on resend
+    sa.Column("template_version", sa.Integer),
+    sa.Column("provider", sa.String(32)),
+    sa.Column("provider_id", sa.String(255)),
+    sa.Column("fallback", sa.Text),  # why a fallback template or default was used
     sa.PrimaryKeyConstraint("workspace_id", "id"),
     sa.Index("ix_messages_queue", "status", "send_after"),
     sa.Index("ix_messages_contact", "workspace_id", "contact_id", "created_at"),
@@ -263,6 +268,56 @@ schedules = sa.Table(
     sa.Column("next_at", Moment),
     sa.PrimaryKeyConstraint("workspace_id", "workflow_id", "zone"),
     sa.Index("ix_schedules_next", "next_at"),
+)
+
+message_events = sa.Table(
+    "message_events",
+    metadata,
+    sa.Column(
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    _ws(),
+    sa.Column("message_id", sa.String(64), nullable=False),  # messages.id
+    sa.Column("contact_id", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(24), nullable=False),  # queued deferred skipped sent ...
+    sa.Column("at", Moment, nullable=False),
+    sa.Column("detail", JSON, nullable=False),
+    sa.Column("provider_event_id", sa.String(255)),  # dedup of provider webhooks
+    sa.UniqueConstraint("workspace_id", "provider_event_id", name="uq_message_events_provider"),
+    sa.Index("ix_message_events_message", "workspace_id", "message_id"),
+    sa.Index("ix_message_events_contact", "workspace_id", "contact_id", "at"),
+)
+
+templates = sa.Table(
+    "templates",
+    metadata,
+    _ws(),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("html", sa.Text),
+    sa.Column("text", sa.Text),
+    sa.Column("mjml", sa.Text),
+    sa.Column("defaults", JSON, nullable=False),
+    sa.Column("fallback", sa.String(200)),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("created_at", Moment, nullable=False),
+    sa.PrimaryKeyConstraint("workspace_id", "name", "version"),
+)
+
+consents = sa.Table(
+    "consents",
+    metadata,
+    _ws(),
+    sa.Column("contact_id", sa.String(200), nullable=False),
+    sa.Column("topic", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # subscribed unsubscribed pending
+    sa.Column("at", Moment, nullable=False),
+    sa.Column("source", sa.Text),
+    sa.PrimaryKeyConstraint("workspace_id", "contact_id", "topic"),
 )
 
 heartbeats = sa.Table(
