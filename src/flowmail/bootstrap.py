@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from datetime import timedelta
 
 from flowmail.clock import Clock, SystemClock
@@ -29,6 +30,12 @@ def open_store(
         store.close()
         raise SchemaOutOfDate("the database schema is out of date: run `flowmail db upgrade`")
     return store
+
+
+def load_plugins(settings: Settings) -> None:
+    """Import the user's modules so their ``@register`` predicates and providers exist."""
+    for name in settings.plugins:
+        importlib.import_module(name)
 
 
 def make_worker(settings: Settings, store: SqlStore, clock: Clock | None = None) -> Worker:

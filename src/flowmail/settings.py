@@ -38,6 +38,10 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest idle sleep between looks for work (PostgreSQL also wakes on NOTIFY)",
     )
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="Python modules imported at start, to register predicates and content",
+    )
     retention_days: int = Field(
         default=90, ge=1, description="Processed events and journal rows older are pruned"
     )
@@ -115,5 +119,6 @@ def settings_table() -> list[tuple[str, str, str]]:
     """(environment variable, default, description) for the README's settings table."""
     rows = []
     for name, field in Settings.model_fields.items():
-        rows.append((f"FLOWMAIL_{name.upper()}", repr(field.default), field.description or ""))
+        default = field.get_default(call_default_factory=True)
+        rows.append((f"FLOWMAIL_{name.upper()}", repr(default), field.description or ""))
     return rows

@@ -18,7 +18,10 @@ from flowmail.store.sql import SqlStore
 
 
 def run_durably(
-    store: SqlStore, scenario: Scenario, workflows: list[Workflow], definitions: list[dict[str, Any]]
+    store: SqlStore,
+    scenario: Scenario,
+    workflows: list[Workflow],
+    definitions: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """Apply the workflows, feed the scenario's events at their times, fire every timer."""
     times = [e.at for e in scenario.events]
@@ -28,8 +31,12 @@ def run_durably(
     worker = Worker(store, clock, WorkerOptions(default_timezone=scenario.timezone))
     contacts = [
         InboundEvent(
-            c.id, IDENTIFY, start, traits={"email": c.email, "timezone": c.timezone, **c.attributes},
-            id=f"seed:{c.id}", kind="identify",
+            c.id,
+            IDENTIFY,
+            start,
+            traits={"email": c.email, "timezone": c.timezone, **c.attributes},
+            id=f"seed:{c.id}",
+            kind="identify",
         )
         for c in scenario.contacts
     ]
@@ -53,8 +60,13 @@ def run_durably(
             kind = "identify" if e.identify is not None else "track"
             batch.append(
                 InboundEvent(
-                    e.contact, e.name or IDENTIFY, e.at, e.properties, e.identify,
-                    id=e.id or f"scenario:{index}", kind=kind,
+                    e.contact,
+                    e.name or IDENTIFY,
+                    e.at,
+                    e.properties,
+                    e.identify,
+                    id=e.id or f"scenario:{index}",
+                    kind=kind,
                 )
             )
             index += 1
@@ -67,14 +79,22 @@ def snapshot(store: SqlStore) -> dict[str, Any]:
     """The simulator's JSON shape, read from the store."""
     emails = [
         {
-            "at": iso(m["created_at"]), "contact": m["contact_id"], "to": m["to_address"],
-            "workflow": m["workflow_id"], "step": m["step_id"], "subject": m["subject"],
+            "at": iso(m["created_at"]),
+            "contact": m["contact_id"],
+            "to": m["to_address"],
+            "workflow": m["workflow_id"],
+            "step": m["step_id"],
+            "subject": m["subject"],
         }
         for m in store.messages()
     ]
     runs = [
-        {"contact": r.contact_id, "workflow": r.workflow_id, "status": str(r.status),
-         "path": list(r.path)}
+        {
+            "contact": r.contact_id,
+            "workflow": r.workflow_id,
+            "status": str(r.status),
+            "path": list(r.path),
+        }
         for r in store.runs()
     ]
     order = ("at", "contact", "workflow", "step")

@@ -9,9 +9,9 @@ from typing import Annotated
 
 import typer
 
-from flowmail.bootstrap import make_worker
+from flowmail.bootstrap import load_plugins, make_worker
 from flowmail.cli.common import store_session
-from flowmail.cli.output import console
+from flowmail.cli.output import console, fail
 from flowmail.runtime.actions import ActionDispatcher
 
 
@@ -29,6 +29,10 @@ def worker(
     with store_session() as (config, store):
         if batch is not None:
             config = config.model_copy(update={"worker_batch": batch})
+        try:
+            load_plugins(config)
+        except ImportError as exc:
+            fail(f"cannot import a plugin from FLOWMAIL_PLUGINS: {exc}")
         runner = make_worker(config, store)
         if drain:
             handled = runner.drain()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -13,10 +14,17 @@ from flowmail.clock import SystemClock
 from flowmail.engine.catalog import Mode
 from flowmail.language.loader import WorkflowInvalid, load_workflow, read_document
 from flowmail.language.schema import workflow_schema
-from flowmail.runtime.service import PAUSE_MODES, apply_workflow, migrate_runs
+from flowmail.runtime.service import apply_workflow, migrate_runs
 from flowmail.runtime.service import pause as pause_workflow
 from flowmail.runtime.service import resume as resume_workflow
 from flowmail.store.schema import DEFAULT_WORKSPACE
+
+
+class PauseMode(StrEnum):
+    DRAIN = "drain"
+    FREEZE = "freeze"
+    CANCEL = "cancel"
+
 
 app = typer.Typer(help="Validate and inspect workflow definitions.", no_args_is_help=True)
 
@@ -103,17 +111,17 @@ def list_workflows(
 def pause(
     workflow_id: Annotated[str, typer.Argument(help="Workflow id.")],
     mode: Annotated[
-        Mode,
+        PauseMode,
         typer.Option(help="drain: no new runs; freeze: runs hold too; cancel: runs end."),
-    ] = Mode.DRAIN,
+    ] = PauseMode.DRAIN,
     reason: Annotated[str | None, typer.Option(help="Recorded with the pause.")] = None,
     workspace: Annotated[str, typer.Option(help="Workspace id.")] = DEFAULT_WORKSPACE,
 ) -> None:
     """Pause a workflow in one explicit mode."""
-    if mode not in PAUSE_MODES:
-        fail("--mode must be drain, freeze or cancel", 2)
     with store_session() as (_config, store):
-        if not pause_workflow(store, workspace, workflow_id, mode, SystemClock().now(), reason):
+        if not pause_workflow(
+            store, workspace, workflow_id, Mode(mode), SystemClock().now(), reason
+        ):
             fail(f"no workflow {workflow_id!r}")
     console.print(f"{workflow_id}: {mode}")
 

@@ -13,12 +13,15 @@ import os
 import socket
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
+from typing import Any
 
 from flowmail.clock import Clock
+from flowmail.delivery.addresses import clean_email
 from flowmail.engine.advance import end_run
 from flowmail.engine.decisions import (
     CallWebhook,
@@ -115,7 +118,8 @@ class Worker:
     # --- one contact -----------------------------------------------------------------
 
     def handle(self, unit: Unit, now: datetime) -> UnitResult:
-        """Run the engine over one contact's pending events, due wakes and date triggers."""
+        """Run the engine over one contact's pending events, due wakes and date triggers,
+        in time order (a worker that fell behind decides as a punctual one would have)."""
         catalog = self.catalog(unit.workspace_id)
         history = StoreHistory(self.store, unit.workspace_id, unit.contact.id, now)
         ctx = Context(now, history, catalog, self.options.default_timezone)
@@ -124,7 +128,7 @@ class Worker:
         zone_before = unit.contact.timezone
 
         def apply(decisions: Sequence[Decision]) -> None:
-            _apply(result, runs, decisions)
+            _apply(result, runs, decisions, now)
 
         def attempt(run: Run | None, work: Callable[[], Sequence[Decision]]) -> None:
             """Timers have no event to mark: an engine bug fails the run it concerns."""
@@ -148,6 +152,8 @@ class Worker:
                 log.exception("event %s failed", pending.event.id)
                 result.processed.append((pending.seq, f"{type(exc).__name__}: {exc}"))
 
+        woken: set[tuple[str, datetime]] = set()
+
         def next_wake() -> Run | None:
             due = [
                 r
@@ -161,9 +167,8 @@ class Worker:
 
         # One timeline, in time order, as the simulator has it: at one instant, events,
         # then enrolments, then run wakes, then date triggers, then schedule ticks.
-        events = sorted(unit.events, key=lambda p: (p.event.at, _RANK.get(p.kind, 0), p.seq))
-        fires = sorted((at, wid) for wid, at in unit.date_fires.items() if at <= now)
-        woken: set[tuple[str, datetime]] = set()
+        events = deque(sorted(unit.events, key=lambda p: (p.event.at, _RANK.get(p.kind, 0), p.seq)))
+        fires = deque(sorted((at, wid) for wid, at in unit.date_fires.items() if at <= now))
         while True:
             wake = next_wake()
             options = [
@@ -178,7 +183,7 @@ class Worker:
                 woken.add((wake.id, wake.wake_at))
                 attempt(wake, partial(on_wake, result.contact, wake, ctx))
             elif rank == _DATE:
-                fire_at, workflow_id = fires.pop(0)
+                fire_at, workflow_id = fires.popleft()
                 result.date_fires[workflow_id] = None
                 version = catalog.current(workflow_id)
                 if version is not None:
@@ -187,7 +192,7 @@ class Worker:
                         None, partial(on_time_trigger, result.contact, live, version, fire_at, ctx)
                     )
             else:
-                handle_event(events.pop(0))
+                handle_event(events.popleft())
         for run in sorted(runs.values(), key=lambda r: (r.started_at, r.id)):
             attempt(run, partial(tend, result.contact, [runs[run.id]], ctx))
         if result.contact_changed:
@@ -211,6 +216,8 @@ class Worker:
         if kind == "schedule":
             version = ctx.catalog.current(event.name)
             return [] if version is None else on_time_trigger(contact, runs, version, event.at, ctx)
+        if event.traits and "email" in event.traits:  # before the engine can send to it
+            event = replace(event, traits=_checked(result, {}, event.traits, event.at))
         return on_event(contact, runs, event, ctx)
 
     def _replan_dates(
@@ -297,7 +304,9 @@ class Worker:
         listener.wait(timeout)
 
 
-def _apply(result: UnitResult, runs: dict[str, Run], decisions: Sequence[Decision]) -> None:
+def _apply(
+    result: UnitResult, runs: dict[str, Run], decisions: Sequence[Decision], now: datetime
+) -> None:
     for decision in decisions:
         match decision:
             case SaveRun(run, new):
@@ -307,6 +316,7 @@ def _apply(result: UnitResult, runs: dict[str, Run], decisions: Sequence[Decisio
             case SendEmail():
                 result.messages.append(decision)
             case UpdateContact(_, values):
+                values = _checked(result, runs, values, now)
                 result.contact = result.contact.with_attributes(values)
                 result.contact_changed = True
             case CallWebhook():
@@ -317,6 +327,16 @@ def _apply(result: UnitResult, runs: dict[str, Run], decisions: Sequence[Decisio
                 result.journal.append(decision)
             case Warn():
                 result.journal.append(_warning_record(result, runs, decision))
+
+
+def _checked(
+    result: UnitResult, runs: dict[str, Run], values: dict[str, Any], at: datetime
+) -> dict[str, Any]:
+    """``values`` without an invalid email address, which is journaled instead."""
+    values, warning = clean_email(values, result.contact.email)
+    if warning is not None:
+        result.journal.append(_warning_record(result, runs, Warn(at, warning)))
+    return values
 
 
 def _warning_record(result: UnitResult, runs: dict[str, Run], warn: Warn) -> Record:

@@ -164,7 +164,7 @@ class SqlStore:
             .join(c, sa.and_(c.c.workspace_id == e.c.workspace_id, c.c.id == e.c.contact_id))
             .where(e.c.processed_at.is_(None), free)
             .order_by(e.c.seq)
-            .limit(limit)
+            .limit(limit * 4)  # a busy contact has many events; we want ``limit`` contacts
         )
         due = (
             sa.select(c.c.workspace_id, c.c.id)
@@ -383,20 +383,6 @@ class SqlStore:
                 ),
                 deletes,
             )
-
-    def mark_failed(
-        self, owner: str, key: Key, seqs: Sequence[int], error: str, now: datetime
-    ) -> None:
-        """Record events that could not be handled at all (a bug), so they do not block."""
-        e = t.events
-        with self.engine.begin() as conn:
-            if seqs:
-                conn.execute(
-                    sa.update(e)
-                    .where(e.c.seq.in_(list(seqs)))
-                    .values(processed_at=now, error=error)
-                )
-        self.release(owner, [key])
 
     # --- the action outbox (webhook calls) -----------------------------------------
 
@@ -681,7 +667,7 @@ class SqlStore:
         """Contacts (by id order, after ``after``) for backfilling date triggers."""
         c = t.contacts
         query = sa.select(c.c.id, c.c.email, c.c.timezone, c.c.attributes).where(
-            c.c.workspace_id == workspace_id
+            c.c.workspace_id == workspace_id, c.c.attributes[attribute].as_string().is_not(None)
         )
         if after is not None:
             query = query.where(c.c.id > after)
