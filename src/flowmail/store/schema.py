@@ -320,6 +320,19 @@ consents = sa.Table(
     sa.PrimaryKeyConstraint("workspace_id", "contact_id", "topic"),
 )
 
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),  # the public part, shown in lists
+    _ws(),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),  # admin or ingest
+    sa.Column("secret_hash", sa.String(128), nullable=False),  # sha256 of the secret part
+    sa.Column("created_at", Moment, nullable=False),
+    sa.Column("revoked_at", Moment),
+    sa.Index("ix_api_keys_workspace", "workspace_id"),
+)
+
 heartbeats = sa.Table(
     "heartbeats",
     metadata,
