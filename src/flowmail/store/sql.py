@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from flowmail.engine.decisions import Record, SendEmail
+from flowmail.engine.decisions import EnrollContact, Record, SendEmail
 from flowmail.engine.state import Contact, Event, Run, RunStatus
 from flowmail.store import hot
 from flowmail.store import schema as t
@@ -104,53 +104,44 @@ class SqlStore:
         """Put events in the inbox. A repeated id changes nothing and is counted as duplicate."""
         if not items:
             return IngestResult(0, 0, [])
-        rows: list[dict[str, Any]] = []
-        for item in items:
-            rows.append(
-                {
-                    "workspace_id": item.workspace_id,
-                    "id": item.id or uuid.uuid4().hex,
-                    "contact_id": item.contact_id,
-                    "kind": item.kind,
-                    "name": item.name,
-                    "at": item.at,
-                    "properties": item.properties,
-                    "traits": item.traits,
-                    "received_at": now,
-                }
+        received = to_micros(now)
+        rows = [
+            (
+                item.workspace_id,
+                item.id or uuid.uuid4().hex,
+                item.contact_id,
+                item.kind,
+                item.name,
+                to_micros(item.at),
+                hot.dumps(item.properties),
+                None if item.traits is None else hot.dumps(item.traits),
+                received,
             )
-        contacts = {
-            (r["workspace_id"], r["contact_id"]): {
-                "workspace_id": r["workspace_id"],
-                "id": r["contact_id"],
-                "attributes": {},
-                "created_at": now,
-                "updated_at": now,
-            }
-            for r in rows
-        }
+            for item in items
+        ]
+        contacts = {(row[0], row[2]): (row[0], row[2], received, received) for row in rows}
         with self.engine.begin() as conn:
-            new_ids = self._insert_events(conn, rows)
-            conn.execute(
-                self._insert(t.contacts).on_conflict_do_nothing(
-                    index_elements=["workspace_id", "id"]
-                ),
-                list(contacts.values()),
-            )
+            new = self._insert_events(conn, rows)
+            for chunk in _chunks(list(contacts.values())):
+                hot.CONTACT_INSERT.run(conn, chunk)
             if self.postgres:
                 conn.exec_driver_sql(f"NOTIFY {CHANNEL}")
-        duplicates = [r["id"] for r in rows if (r["workspace_id"], r["id"]) not in new_ids]
+        duplicates = []
+        for row in rows:  # a repeat inside the batch is a duplicate too
+            key = (row[0], row[1])
+            if key in new:
+                new.discard(key)
+            else:
+                duplicates.append(row[1])
         return IngestResult(len(rows) - len(duplicates), len(duplicates), duplicates)
 
-    def _insert_events(self, conn: Connection, rows: list[dict[str, Any]]) -> set[Key]:
-        stmt = (
-            self._insert(t.events)
-            .on_conflict_do_nothing(index_elements=["workspace_id", "id"])
-            .returning(t.events.c.workspace_id, t.events.c.id)
-        )
+    def _insert_events(self, conn: Connection, rows: Sequence[hot.Row]) -> set[Key]:
+        """Insert inbox rows; returns the keys that were new."""
         inserted: set[Key] = set()
         for chunk in _chunks(rows):
-            inserted.update((row[0], row[1]) for row in conn.execute(stmt, list(chunk)))
+            result = hot.EVENT_INSERT.run(conn, chunk)
+            if result is not None:
+                inserted.update((str(row[0]), str(row[1])) for row in result.all())
         return inserted
 
     # --- claiming and loading work ---------------------------------------------------
@@ -306,7 +297,7 @@ class SqlStore:
         processed: list[tuple[Any, ...]] = []
         contacts: list[tuple[Any, ...]] = []
         actions: list[dict[str, Any]] = []
-        inbox: list[dict[str, Any]] = []
+        inbox: list[hot.Row] = []
         for result in results:
             ws = result.workspace_id
             runs += [_run_row(ws, run) for run, _new in result.runs.values()]
@@ -328,15 +319,14 @@ class SqlStore:
                     contact.id,
                 )
             )
-        for sql, rows in (
+        for query, rows in (
             (hot.RUN_UPSERT, runs),
             (hot.JOURNAL_INSERT, journal),
             (hot.MESSAGE_INSERT, messages),
             (hot.EVENT_DONE, processed),
             (hot.CONTACT_SAVE, contacts),
         ):
-            if rows:
-                conn.exec_driver_sql(hot.for_dialect(sql, self.dialect), rows)
+            query.run(conn, rows)
         if actions:
             conn.execute(
                 self._insert(t.actions).on_conflict_do_nothing(
@@ -615,7 +605,7 @@ class SqlStore:
     ) -> int:
         """Put one schedule tick in the inbox of every contact in ``zone`` ("*": all) and
         move the schedule on, in one transaction; ids make a repeated tick a no-op."""
-        c, s, e = t.contacts, t.schedules, t.events
+        c, s = t.contacts, t.schedules
         tick_id = f"tick:{workflow_id}:{tick.isoformat()}:"
         with self.engine.begin() as conn:
             moved = conn.execute(
@@ -635,28 +625,23 @@ class SqlStore:
                 zone_of = sa.func.coalesce(c.c.timezone, default_tz)
                 query = query.where(zone_of == zone)
             ids = [row[0] for row in conn.execute(query)]
+            properties = hot.dumps({"tick": tick.isoformat()})
+            at, received = to_micros(tick), to_micros(now)
             rows = [
-                {
-                    "workspace_id": workspace_id,
-                    "id": tick_id + cid,
-                    "contact_id": cid,
-                    "kind": "schedule",
-                    "name": workflow_id,
-                    "at": tick,
-                    "properties": {"tick": tick.isoformat()},
-                    "traits": None,
-                    "received_at": now,
-                }
+                (
+                    workspace_id,
+                    tick_id + cid,
+                    cid,
+                    "schedule",
+                    workflow_id,
+                    at,
+                    properties,
+                    None,
+                    received,
+                )
                 for cid in ids
             ]
-            if rows:
-                for chunk in _chunks(rows, 2000):
-                    conn.execute(
-                        self._insert(e).on_conflict_do_nothing(
-                            index_elements=["workspace_id", "id"]
-                        ),
-                        list(chunk),
-                    )
+            self._insert_events(conn, rows)
             if self.postgres:
                 conn.exec_driver_sql(f"NOTIFY {CHANNEL}")
         return len(rows)
@@ -931,18 +916,19 @@ def _action_row(ws: str, w: Any, now: datetime) -> dict[str, Any]:
     }
 
 
-def _enrol_row(ws: str, en: Any, now: datetime) -> dict[str, Any]:
-    return {
-        "workspace_id": ws,
-        "id": f"enroll:{en.key}",
-        "contact_id": en.contact_id,
-        "kind": "enroll",
-        "name": en.workflow_id,
-        "at": en.at,
-        "traits": None,
-        "properties": {"source_run": en.source_run_id, "trigger": en.trigger.to_dict()},
-        "received_at": now,
-    }
+def _enrol_row(ws: str, en: EnrollContact, now: datetime) -> hot.Row:
+    properties = {"source_run": en.source_run_id, "trigger": en.trigger.to_dict()}
+    return (
+        ws,
+        f"enroll:{en.key}",
+        en.contact_id,
+        "enroll",
+        en.workflow_id,
+        to_micros(en.at),
+        hot.dumps(properties),
+        None,
+        to_micros(now),
+    )
 
 
 def _keys(column: sa.Column[str], keys: Sequence[Key]) -> sa.ColumnElement[bool]:
