@@ -141,7 +141,7 @@ class SqlStore:
         for chunk in _chunks(rows):
             result = hot.EVENT_INSERT.run(conn, chunk)
             if result is not None:
-                inserted.update((str(row[0]), str(row[1])) for row in result.all())
+                inserted.update((row.workspace_id, row.id) for row in result)
         return inserted
 
     # --- claiming and loading work ---------------------------------------------------
