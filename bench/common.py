@@ -144,7 +144,7 @@ def seed_waiting_runs(
             )
             wakes.append((to_micros(run.wake_at), contact))
         with store.engine.begin() as conn:
-            conn.exec_driver_sql(hot.for_dialect(hot.RUN_UPSERT, store.dialect), runs)
+            hot.RUN_UPSERT.run(conn, runs)
             conn.exec_driver_sql(wake_sql, wakes)
 
 

@@ -185,22 +185,20 @@ def seed_waiting_runs_one(store: object, index: int, now: datetime, due_at: date
     )
     dialect = store.dialect  # type: ignore[attr-defined]
     with store.engine.begin() as conn:  # type: ignore[attr-defined]
-        conn.exec_driver_sql(
-            hot.for_dialect(hot.RUN_UPSERT, dialect),
-            (
-                "default",
-                run.id,
-                "welcome",
-                1,
-                contact,
-                "waiting",
-                "later",
-                to_micros(due_at),
-                to_micros(now),
-                None,
-                hot.dumps(run.to_dict()),
-            ),
+        row = (
+            "default",
+            run.id,
+            "welcome",
+            1,
+            contact,
+            "waiting",
+            "later",
+            to_micros(due_at),
+            to_micros(now),
+            None,
+            hot.dumps(run.to_dict()),
         )
+        hot.RUN_UPSERT.run(conn, [row])
         conn.exec_driver_sql(
             hot.for_dialect("UPDATE contacts SET wake_at = ? WHERE id = ?", dialect),
             (to_micros(due_at), contact),
