@@ -99,6 +99,75 @@ class Settings(BaseSettings):
         description="Provider credentials, e.g. {sendgrid = 'SG...'} in flowmail.toml",
     )
 
+    # --- the HTTP API (flowmail serve) --------------------------------------------------
+    api_host: str = Field(default="127.0.0.1", description="Address `flowmail serve` listens on")
+    api_port: int = Field(
+        default=8025, ge=1, le=65_535, description="Port `flowmail serve` listens on"
+    )
+    api_access_log: bool = Field(default=False, description="Log every HTTP request")
+    max_event_bytes: int = Field(
+        default=32 * 1024,
+        ge=256,
+        description="Largest /v1/track or /v1/identify body, and batch item (Segment: 32 KB)",
+    )
+    max_batch_bytes: int = Field(
+        default=500 * 1024,
+        ge=1024,
+        description="Largest /v1/batch body, and of any other request (Segment: 500 KB)",
+    )
+    max_future_seconds: float = Field(
+        default=86_400.0, ge=0, description="Event timestamps further ahead than this are refused"
+    )
+    rate_limit_per_key: float = Field(
+        default=100.0, ge=0, description="API requests per second per key; 0 means unlimited"
+    )
+    rate_limit_burst: int = Field(
+        default=200, ge=1, description="Requests a key may send at once above its rate"
+    )
+    api_key_cache_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="How long the API trusts a key it checked; a revoked key stops within this",
+    )
+
+    # --- provider webhooks, recipients' links, complaint rates --------------------------
+    sendgrid_public_key: str = Field(
+        default="", description="SendGrid Event Webhook verification key (empty: refused)"
+    )
+    mailgun_signing_key: str = Field(
+        default="", description="Mailgun HTTP webhook signing key (empty: refused)"
+    )
+    postmark_user: str = Field(
+        default="", description="User name in the Postmark webhook URL's Basic auth"
+    )
+    postmark_password: str = Field(
+        default="", description="Password in the Postmark webhook URL's Basic auth"
+    )
+    sns_topic_arn: str = Field(
+        default="", description="The SNS topic that carries SES events (empty: refused)"
+    )
+    generic_webhook_secret: str = Field(
+        default="", description="Standard Webhooks secret (whsec_...) of /v1/webhooks/generic"
+    )
+    dsn_secret: str = Field(
+        default="", description="Shared secret (16+ chars) of /v1/webhooks/smtp-dsn"
+    )
+    complaint_alert_rate: float = Field(
+        default=0.001, ge=0, le=1, description="A workflow's complaint rate that raises an alert"
+    )
+    complaint_pause_rate: float = Field(
+        default=0.003, ge=0, le=1, description="A workflow's complaint rate that pauses it (drain)"
+    )
+    complaint_min_volume: int = Field(
+        default=1000, ge=1, description="Emails sent in the window before complaint rates count"
+    )
+    complaint_window_days: int = Field(
+        default=7, ge=1, description="Days of sending a workflow's complaint rate looks at"
+    )
+    unsubscribe_link_days: int = Field(
+        default=365, ge=30, description="Days an email's unsubscribe link keeps working"
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -18,8 +18,13 @@ app = typer.Typer(
 )
 app.add_typer(workflows_cmd.app, name="workflows")
 app.add_typer(db_cmd.app, name="db")
+app.add_typer(__import__("flowmail.cli.templates", fromlist=["app"]).app, name="templates")
 app.command("simulate")(simulate_cmd.simulate)
 app.command("worker")(worker_cmd.worker)
+app.add_typer(__import__("flowmail.cli.keys", fromlist=["app"]).app, name="keys")
+app.command("serve")(__import__("flowmail.cli.serve", fromlist=["serve"]).serve)
+app.add_typer(__import__("flowmail.cli.messages", fromlist=["app"]).app, name="messages")
+app.command("sender")(__import__("flowmail.cli.sender", fromlist=["sender"]).sender)
 
 
 def main() -> None:

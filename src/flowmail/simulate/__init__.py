@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from flowmail.delivery.policy import PolicyConfig, QuietHours
 from flowmail.language.loader import load_workflow, parse_workflow
 from flowmail.language.models import Workflow
 from flowmail.simulate.runner import SimulatedEmail, Simulation, SimulationResult, iso
@@ -21,7 +22,17 @@ def simulate_scenario(scenario: Scenario, workflows: list[Workflow]) -> Simulati
     start = scenario.start or (min(times) if times else None)
     if start is None:
         raise ScenarioInvalid("the scenario has no events: give it a 'start'")
-    sim = Simulation(workflows, start=start, default_timezone=scenario.timezone)
+    config = scenario.settings
+    policy = PolicyConfig(
+        max_daily_sends=config.max_daily_sends,
+        quiet_hours=QuietHours.parse(config.quiet_hours),
+        default_timezone=scenario.timezone,
+    )
+    sim = Simulation(workflows, start=start, default_timezone=scenario.timezone, policy=policy)
+    for suppression in scenario.suppressions:
+        sim.suppress(suppression.email, suppression.reason, at=suppression.at)
+    for consent in scenario.consents:
+        sim.consent(consent.contact, consent.topic, consent.status, at=consent.at)
     for contact in scenario.contacts:
         sim.add_contact(
             contact.id,

@@ -2,7 +2,13 @@
 
 The same engine as production, driven by a priority queue of timed inputs instead
 of a database. At one instant: events first (in the order given), then enrolments
-asked by ``enroll`` steps, then run timers, then date and schedule triggers.
+asked by ``enroll`` steps, then run timers, then date and schedule triggers, then the
+emails due (most important workflow first).
+
+Emails go through the same send-time policy as the real sender
+(:mod:`flowmail.delivery.policy`): suppressions, topic consent, the frequency cap and
+quiet hours. A deferred email is sent at the time it was deferred to; a skipped one is
+not in ``emails`` but is in the timeline (``email_skipped``) and the warnings.
 """
 
 from __future__ import annotations
@@ -10,10 +16,12 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from flowmail.delivery import policy as rules
+from flowmail.delivery.addresses import clean_email
 from flowmail.engine.catalog import StaticCatalog, Version
 from flowmail.engine.conditions import PredicateFn
 from flowmail.engine.decisions import (
@@ -36,7 +44,7 @@ from flowmail.language.models import DateTrigger, ScheduleTrigger, Workflow
 DEFAULT_HORIZON = timedelta(days=90)
 
 # queue priorities at one instant
-_EVENT, _ENROLL, _WAKE, _DATE, _TICK = range(5)
+_EVENT, _ENROLL, _WAKE, _DATE, _TICK, _SEND = range(6)
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,25 @@ def iso(moment: datetime) -> str:
     return text.removesuffix("+00:00") + "Z"
 
 
+@dataclass(frozen=True)
+class _Pending:
+    """An email waiting for the send-time policy."""
+
+    decision: SendEmail
+    subject: str
+    due: datetime  # when it was first due: ties at one priority go oldest first
+
+
+def _as_of(entries: list[tuple[datetime, str]], now: datetime) -> str | None:
+    """The value in force at ``now`` of a time-ordered list of (from, value)."""
+    value = None
+    for at, entry in entries:
+        if at > now:
+            break
+        value = entry
+    return value
+
+
 @dataclass(order=True)
 class _Item:
     at: datetime
@@ -128,6 +155,7 @@ class Simulation:
         start: datetime,
         default_timezone: str = "UTC",
         predicates: Mapping[str, PredicateFn] | None = None,
+        policy: rules.PolicyConfig | None = None,
     ) -> None:
         self.workflows = list(workflows)
         self.catalog = StaticCatalog(self.workflows)
@@ -147,6 +175,10 @@ class Simulation:
         self.timeline: list[Record] = []
         self.warnings: list[Warn] = []
         self.webhooks: list[CallWebhook] = []
+        self.policy = policy or rules.PolicyConfig(default_timezone=default_timezone)
+        self._suppressions: dict[str, list[tuple[datetime, str]]] = {}
+        self._consents: dict[tuple[str, str], list[tuple[datetime, str]]] = {}
+        self._sent: dict[str, list[datetime]] = {}  # contact -> capped send times
         for workflow in self.workflows:
             spec = workflow.trigger
             at = spec.schedule.at if isinstance(spec, ScheduleTrigger) else None
@@ -163,6 +195,11 @@ class Simulation:
         timezone: str | None = None,
         attributes: Mapping[str, Any] | None = None,
     ) -> Contact:
+        if email is not None:
+            checked, warning = clean_email({"email": email}, None)
+            email = checked.get("email")
+            if warning is not None:
+                self.warnings.append(Warn(self.now, f"contact {contact_id!r}: {warning}"))
         contact = Contact(contact_id, email, timezone, dict(attributes or {}))
         self.contacts[contact_id] = contact
         self.histories.setdefault(contact_id, ListHistory())
@@ -189,6 +226,22 @@ class Simulation:
             at, _EVENT, "event", Event(contact_id, IDENTIFY, utc(at), {}, event_id, dict(traits))
         )
 
+    def suppress(
+        self, email: str, reason: str = rules.MANUAL, *, at: datetime | None = None
+    ) -> None:
+        """Put an address on the suppression list from ``at`` (default: the start)."""
+        entries = self._suppressions.setdefault(email.lower(), [])
+        entries.append((utc(at) if at else self.start, reason))
+        entries.sort()
+
+    def consent(
+        self, contact_id: str, topic: str, status: str, *, at: datetime | None = None
+    ) -> None:
+        """Set a contact's consent for a topic from ``at`` (default: the start)."""
+        entries = self._consents.setdefault((contact_id, topic), [])
+        entries.append((utc(at) if at else self.start, status))
+        entries.sort()
+
     # --- the loop --------------------------------------------------------------------
 
     def run(self, until: datetime | None = None) -> SimulationResult:
@@ -214,9 +267,13 @@ class Simulation:
         return max([self.start, *inputs]) + DEFAULT_HORIZON
 
     def _handle(self, item: _Item) -> None:
-        if item.kind == "event":
+        if item.kind == "send":
+            self._send_due(item)
+        elif item.kind == "event":
             event: Event = item.payload
             contact = self._contact(event.contact_id)
+            if event.traits and "email" in event.traits:
+                event = replace(event, traits=self._checked(contact, event.traits))
             history = self.histories[contact.id]
             history.append(event)
             self._apply(on_event(contact, self._runs(contact.id), event, self._ctx(history)))
@@ -270,6 +327,7 @@ class Simulation:
                 case SendEmail():
                     self._email(decision)
                 case UpdateContact(contact_id, values):
+                    values = self._checked(self.contacts[contact_id], values)
                     contact = self.contacts[contact_id].with_attributes(values)
                     self.contacts[contact_id] = contact
                     self._contact_changed(contact)
@@ -294,18 +352,93 @@ class Simulation:
                     decision.step_id,
                 )
             )
-        self.emails.append(
-            SimulatedEmail(
-                decision.at,
-                decision.contact_id,
-                decision.to,
-                decision.workflow_id,
+        self._push(decision.at, _SEND, "send", _Pending(decision, subject, utc(decision.at)))
+
+    def _send_due(self, item: _Item) -> None:
+        """Every email due at this instant, most important workflow first, through the
+        send-time policy: sent, deferred (queued again for later) or skipped."""
+        due: list[_Pending] = [item.payload]
+        while self._queue and self._queue[0].at == item.at and self._queue[0].kind == "send":
+            due.append(heapq.heappop(self._queue).payload)
+        due.sort(key=lambda p: (-p.decision.priority, p.due))
+        for pending in due:
+            self._check(pending)
+
+    def _check(self, pending: _Pending) -> None:
+        decision, now = pending.decision, self.now
+        contact = self.contacts.get(decision.contact_id)
+        candidate = rules.Candidate(
+            decision.key,
+            decision.to,
+            decision.topic,
+            decision.priority,
+            decision.on_capped,
+            pending.due,
+        )
+        recipient = rules.Recipient(
+            contact.timezone if contact else None,
+            _as_of(self._suppressions.get((decision.to or "").lower(), []), now),
+            {
+                topic: status
+                for (cid, topic), entries in self._consents.items()
+                if cid == decision.contact_id and (status := _as_of(entries, now)) is not None
+            },
+            tuple(self._sent.get(decision.contact_id, ())),
+        )
+        verdict = rules.decide(candidate, recipient, self.policy, now)
+        if isinstance(verdict, rules.Send):
+            if rules.capped(decision.topic):
+                self._sent.setdefault(decision.contact_id, []).append(now)
+            self.emails.append(
+                SimulatedEmail(
+                    now,
+                    decision.contact_id,
+                    decision.to,
+                    decision.workflow_id,
+                    decision.step_id,
+                    pending.subject,
+                    decision.template,
+                    decision.key,
+                )
+            )
+            return
+        detail: dict[str, Any] = {"message": decision.key, "code": verdict.code}
+        detail["reason"] = verdict.reason
+        if isinstance(verdict, rules.Defer):
+            detail["until"] = iso(verdict.until)
+            self._record(decision, "email_deferred", detail)
+            self._push(verdict.until, _SEND, "send", pending)
+            return
+        self._record(decision, "email_skipped", detail)
+        self.warnings.append(
+            Warn(
+                now,
+                f"email {decision.step_id!r} of workflow {decision.workflow_id!r} to "
+                f"{decision.contact_id!r} skipped: {verdict.reason}",
+                decision.run_id,
                 decision.step_id,
-                subject,
-                decision.template,
-                decision.key,
             )
         )
+
+    def _record(self, decision: SendEmail, action: str, detail: dict[str, Any]) -> None:
+        self.timeline.append(
+            Record(
+                self.now,
+                decision.contact_id,
+                decision.workflow_id,
+                decision.run_id,
+                decision.step_id,
+                action,
+                detail,
+            )
+        )
+
+    def _checked(self, contact: Contact, values: dict[str, Any]) -> dict[str, Any]:
+        """``values`` without an invalid email address (warned about instead)."""
+        values, warning = clean_email(values, contact.email)
+        if warning is not None:
+            self.warnings.append(Warn(self.now, f"contact {contact.id!r}: {warning}"))
+        return values
 
     # --- bookkeeping -----------------------------------------------------------------
 

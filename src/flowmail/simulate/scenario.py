@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from flowmail.delivery.policy import QuietHours
 from flowmail.language.graph import Problem
 from flowmail.language.loader import WorkflowInvalid, load_workflow, parse_workflow, read_document
 from flowmail.language.models import Workflow
@@ -39,6 +47,41 @@ class ScenarioEvent(_Model):
         return self
 
 
+class ScenarioSuppression(_Model):
+    """An address on the suppression list (from ``at``, else from the start)."""
+
+    email: str = Field(min_length=3)
+    reason: Literal["unsubscribed", "hard_bounce", "complaint", "manual"] = "manual"
+    at: AwareDatetime | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_address(cls, value: Any) -> Any:
+        return {"email": value} if isinstance(value, str) else value
+
+
+class ScenarioConsent(_Model):
+    """A contact's consent for one topic (from ``at``, else from the start)."""
+
+    contact: str = Field(min_length=1)
+    topic: str = Field(min_length=1)
+    status: Literal["subscribed", "unsubscribed", "pending"]
+    at: AwareDatetime | None = None
+
+
+class ScenarioSettings(_Model):
+    """The send-time policy settings, as in flowmail.toml (same names, same defaults)."""
+
+    max_daily_sends: int = Field(default=5, ge=0)
+    quiet_hours: str = ""
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet_hours(cls, value: str) -> str:
+        QuietHours.parse(value)
+        return value
+
+
 class Scenario(_Model):
     start: AwareDatetime | None = None
     until: AwareDatetime | None = None
@@ -46,6 +89,9 @@ class Scenario(_Model):
     workflows: list[str | dict[str, Any]] = Field(min_length=1)
     contacts: list[ScenarioContact] = Field(default_factory=list)
     events: list[ScenarioEvent] = Field(default_factory=list)
+    suppressions: list[ScenarioSuppression] = Field(default_factory=list)
+    consents: list[ScenarioConsent] = Field(default_factory=list)
+    settings: ScenarioSettings = Field(default_factory=ScenarioSettings)
 
 
 class ScenarioInvalid(ValueError):

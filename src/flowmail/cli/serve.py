@@ -1,0 +1,47 @@
+"""``flowmail serve``: the HTTP API under uvicorn."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from flowmail.api import create_app
+from flowmail.bootstrap import load_plugins
+from flowmail.cli.common import store_session
+from flowmail.cli.output import fail
+from flowmail.clock import SystemClock
+
+
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on.", envvar="FLOWMAIL_API_HOST")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on.", envvar="FLOWMAIL_API_PORT")
+    ] = None,
+) -> None:
+    """Serve the HTTP API (ingest, management, health, metrics) until stopped."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    with store_session() as (config, store):
+        try:
+            load_plugins(config)
+        except ImportError as exc:
+            fail(f"cannot import a plugin from FLOWMAIL_PLUGINS: {exc}")
+        app = create_app(config, store, SystemClock())
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=host or config.api_host,
+                port=port or config.api_port,
+                access_log=config.api_access_log,
+                server_header=False,
+                log_config=None,
+            )
+        )
+        server.run()
+        if not server.started:
+            fail(f"could not listen on {host or config.api_host}:{port or config.api_port}")
