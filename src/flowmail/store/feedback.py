@@ -292,7 +292,9 @@ def _set_consent(
         },
         where=(k.c.status != stmt.excluded.status) if only_if_changed else None,
     )
-    return bool(conn.execute(stmt).rowcount)
+    # RETURNING, not rowcount: on PostgreSQL the rowcount of an upsert whose WHERE
+    # skipped the update is not reliably 0
+    return conn.execute(stmt.returning(k.c.topic)).first() is not None
 
 
 def consents(store: SqlStore, workspace_id: str, contact_id: str) -> list[dict[str, Any]]:
@@ -378,16 +380,17 @@ def record_opt_out(store: SqlStore, opt_out: OptOut, now: datetime) -> list[str]
             ):
                 changed.append(topic)
         if opt_out.address:
-            plain, hashed = suppression_forms(opt_out.address)
-            known = conn.execute(
-                sa.select(s.c.email).where(s.c.workspace_id == ws, s.c.email.in_((plain, hashed)))
+            hashed = hash_address(opt_out.address)
+            kept = conn.execute(
+                sa.select(s.c.email).where(s.c.workspace_id == ws, s.c.email == hashed)
             ).first()
-            if known is None:
-                _suppress(
-                    store,
-                    conn,
-                    [_suppression(ws, opt_out.address, "unsubscribed", opt_out.source, now)],
-                )
+            row = _suppression(ws, opt_out.address, "unsubscribed", opt_out.source, now)
+            stmt = (
+                _insert(store, s)
+                .values(row)
+                .on_conflict_do_nothing(index_elements=["workspace_id", "email"])
+            )
+            if kept is None and conn.execute(stmt.returning(s.c.email)).first() is not None:
                 changed.append("*")
         if not changed:
             return []

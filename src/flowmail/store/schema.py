@@ -211,7 +211,7 @@ messages = sa.Table(
     sa.Column("provider_id", sa.String(255)),
     sa.Column("fallback", sa.Text),  # why a fallback template or default was used
     sa.PrimaryKeyConstraint("workspace_id", "id"),
-    sa.Index("ix_messages_queue", "status", "send_after"),
+    sa.Index("ix_messages_claim", "status", "priority", "send_after"),
     sa.Index("ix_messages_contact", "workspace_id", "contact_id", "created_at"),
     sa.Index("ix_messages_run", "workspace_id", "run_id"),
 )
