@@ -21,7 +21,7 @@ from common import Databases, Row, postgres
 from rich.console import Console
 from rich.table import Table
 
-SECTIONS = ("ingest", "engine", "latency", "timers", "memory")
+SECTIONS = ("ingest", "engine", "latency", "timers", "memory", "messages", "api")
 
 
 def main() -> None:
@@ -159,12 +159,105 @@ def _memory(dbs: Databases, scale: float, log: Path) -> list[Row]:
     return rows
 
 
+def _messages(dbs: Databases, scale: float, log: Path) -> list[Row]:
+    import messages_bench
+    import mime_bench
+    import templates_bench
+
+    total = max(1000, int(10_000 * scale))
+    rows = [
+        Row(
+            "template renders, 5 KB HTML + 10 variables",
+            "-",
+            templates_bench.template_renders_per_second(),
+            "renders/s",
+            "5,000/s",
+        ),
+        Row(
+            "MIME messages built (ours)",
+            "-",
+            mime_bench.messages_built_per_second(),
+            "messages/s",
+            "not the limit",
+        ),
+        Row(
+            "MIME messages built (stdlib EmailMessage)",
+            "-",
+            mime_bench.emailmessage_built_per_second(),
+            "messages/s",
+            "for comparison",
+        ),
+    ]
+    for connections in (1, 4, 8):
+        rate = messages_bench.delivered_per_second(dbs.folder, total, connections, False)
+        rows.append(
+            Row(
+                f"delivered into an aiosmtpd sink, subject-only, {connections} conn.",
+                "sqlite",
+                rate,
+                "messages/s",
+                "1,000/s",
+            )
+        )
+    rate = messages_bench.delivered_per_second(dbs.folder, total, 8, True)
+    rows.append(
+        Row(
+            "delivered, 5 KB template with tracked links, 8 conn.",
+            "sqlite",
+            rate,
+            "messages/s",
+            "1,000/s",
+        )
+    )
+    policy, lookups = messages_bench.check_cost_us(dbs.folder, total)
+    rows.append(
+        Row(
+            "send-time checks: policy / lookups per message",
+            "sqlite",
+            policy + lookups,
+            "µs",
+            "",
+            f"{policy:.0f} µs policy + {lookups:.0f} µs lookups",
+        )
+    )
+    return rows
+
+
+def _api(dbs: Databases, scale: float, log: Path) -> list[Row]:
+    import api_bench
+
+    seconds = max(3.0, 10 * scale)
+    url = dbs.new("sqlite")
+    track = api_bench.track_calls(url, seconds=seconds)
+    batch = api_bench.batch_events(dbs.new("sqlite"), seconds=seconds)
+    return [
+        Row(
+            "HTTP /v1/track, single calls",
+            "sqlite",
+            track.rate,
+            "requests/s",
+            "2,000/s, p95 < 50 ms",
+            f"p95 {track.percentile(0.95) * 1000:.1f} ms, {track.errors} errors",
+        ),
+        Row(
+            "HTTP /v1/batch, 500 events a call",
+            "sqlite",
+            batch.event_rate,
+            "events/s",
+            "20,000/s",
+            f"{batch.errors} errors",
+        ),
+    ]
+
+
 SECTION_RUNNERS = {
     "ingest": _ingest,
     "engine": _engine,
     "latency": _latency,
     "timers": _timers,
     "memory": _memory,
+    "messages": _messages,
+    "api": _api,
 }
 
 if __name__ == "__main__":
