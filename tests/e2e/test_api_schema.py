@@ -19,7 +19,11 @@ from flowmail.store.keys import Role, create_key
 from flowmail.store.sql import SqlStore
 
 T0 = datetime(2025, 9, 1, 9, 0, tzinfo=UTC)
-WORKFLOW = {"id": "welcome", "trigger": {"event": "signed_up"}, "steps": [{"id": "x", "exit": True}]}
+WORKFLOW = {
+    "id": "welcome",
+    "trigger": {"event": "signed_up"},
+    "steps": [{"id": "x", "exit": True}],
+}
 
 
 @pytest.fixture

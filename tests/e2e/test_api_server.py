@@ -90,10 +90,14 @@ def serving(db_url: str, folder: Path) -> Iterator[Server]:
         finally:
             process.send_signal(signal.SIGTERM)
             try:
-                assert process.wait(timeout=15) in (0, -signal.SIGTERM)  # uvicorn re-raises it
+                code = process.wait(timeout=15)
             finally:
                 if process.poll() is None:
                     process.kill()
+            log.flush()
+            output = (folder / "server.log").read_text()
+            assert code in (0, -signal.SIGTERM), output  # uvicorn re-raises SIGTERM
+            assert "Traceback" not in output, output
 
 
 def _wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path) -> None:

@@ -48,9 +48,7 @@ def add_contact(store: SqlStore, contact: str, email: str | None, ws: str = WS) 
         )
 
 
-def add_message(
-    store: SqlStore, key: str, contact: str, ws: str = WS, at: datetime = T0
-) -> None:
+def add_message(store: SqlStore, key: str, contact: str, ws: str = WS, at: datetime = T0) -> None:
     with store.engine.begin() as conn:
         conn.execute(
             sa.insert(t.messages).values(

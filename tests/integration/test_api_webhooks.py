@@ -795,9 +795,7 @@ def test_complaint_rates_wait_for_the_minimum_volume(hooks: Hooks) -> None:
 
 
 def test_complaint_rate_settings_are_honoured(store: SqlStore) -> None:
-    with running_api(
-        store, **SECRETS, complaint_min_volume=100, complaint_pause_rate=0.02
-    ) as api:
+    with running_api(store, **SECRETS, complaint_min_volume=100, complaint_pause_rate=0.02) as api:
         hooks = Hooks(api, Fetcher())
         now = api.clock.now()
         apply_workflow(store, WS, {**JOURNEY, "id": "small"}, now)

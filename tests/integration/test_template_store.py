@@ -150,14 +150,14 @@ def folder(tmp_path: Path) -> Path:
     return path
 
 
-def add_contact(url: str, contact_id: str, **attributes: object) -> None:
+def add_contact(url: str, contact_id: str, address: bool = True, **attributes: object) -> None:
     store = SqlStore.from_url(url)
     with store.engine.begin() as conn:
         conn.execute(
             sa.insert(t.contacts).values(
                 workspace_id="default",
                 id=contact_id,
-                email=f"{contact_id}@example.com",
+                email=f"{contact_id}@example.com" if address else None,
                 timezone="Europe/Paris",
                 attributes=attributes,
                 created_at=T0,
@@ -258,7 +258,9 @@ def test_render_prefers_the_database_and_records_missing_values(
 def test_render_errors_are_clear(cli: Invoke, folder: Path, url: str) -> None:
     cli("db", "upgrade")
     add_contact(url, "ann")
+    add_contact(url, "nomail", address=False)
     cases = [
+        (["cart", "--contact", "nomail", "--out", "x.eml"], "error: contact 'nomail' has no email"),
         (["cart", "--contact", "nobody"], "error: no contact 'nobody' in workspace 'default'"),
         (["nothing", "--contact", "ann"], "error: no template 'nothing' in the database or in"),
         (["cart", "--contact", "ann", "--event", "{"], "error: --event is not JSON"),

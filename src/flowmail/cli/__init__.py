@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from flowmail.cli import db as db_cmd
-from flowmail.cli import simulate as simulate_cmd
-from flowmail.cli import worker as worker_cmd
-from flowmail.cli import workflows as workflows_cmd
+from flowmail.cli import db, keys, messages, sender, serve, simulate, templates, worker, workflows
 
 app = typer.Typer(
     name="flowmail",
@@ -16,15 +13,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.add_typer(workflows_cmd.app, name="workflows")
-app.add_typer(db_cmd.app, name="db")
-app.add_typer(__import__("flowmail.cli.templates", fromlist=["app"]).app, name="templates")
-app.command("simulate")(simulate_cmd.simulate)
-app.command("worker")(worker_cmd.worker)
-app.add_typer(__import__("flowmail.cli.keys", fromlist=["app"]).app, name="keys")
-app.command("serve")(__import__("flowmail.cli.serve", fromlist=["serve"]).serve)
-app.add_typer(__import__("flowmail.cli.messages", fromlist=["app"]).app, name="messages")
-app.command("sender")(__import__("flowmail.cli.sender", fromlist=["sender"]).sender)
+app.add_typer(workflows.app, name="workflows")
+app.add_typer(templates.app, name="templates")
+app.add_typer(messages.app, name="messages")
+app.add_typer(keys.app, name="keys")
+app.add_typer(db.app, name="db")
+app.command("simulate")(simulate.simulate)
+app.command("worker")(worker.worker)
+app.command("sender")(sender.sender)
+app.command("serve")(serve.serve)
 
 
 def main() -> None:

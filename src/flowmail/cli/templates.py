@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from flowmail.cli.common import settings, store_session
 from flowmail.cli.output import console, errors, fail, print_json
@@ -131,7 +132,14 @@ def render(
     if rendered.fallback:
         summary.add_row("[yellow]Fallback[/]", rendered.fallback)
     console.print(summary)
-    console.print(Panel(rendered.text.strip(), title="text", expand=False))
-    if out is not None:
+    text = Panel(Text(rendered.text.strip(), overflow="fold"), title="text", expand=False)
+    console.print(text, soft_wrap=False)  # a panel's lines wrap inside it
+    if out is None:
+        return
+    if not preview.contact.email:
+        fail(f"contact {contact!r} has no email address: no .eml written")
+    try:
         out.write_bytes(eml_bytes(preview, config, now))
-        console.print(f"wrote {out}")
+    except (ValueError, OSError) as exc:  # an address no header can carry; an unwritable file
+        fail(f"cannot write {out}: {exc}")
+    console.print(f"wrote {out}")

@@ -108,11 +108,13 @@ class SmtpProvider:
         )
 
     @staticmethod
-    def _discard(client: aiosmtplib.SMTP) -> None:
-        """Drop a connection at once (no TLS close_notify round trip to wait for)."""
-        transport = client.transport
-        if isinstance(transport, asyncio.WriteTransport):
-            transport.abort()
+    def _discard(client: aiosmtplib.SMTP, transport: asyncio.BaseTransport | None = None) -> None:
+        """Drop a connection at once, without waiting for a TLS close_notify round trip.
+        aiosmtplib closes (gracefully) and forgets its transport on some errors and on QUIT,
+        so callers pass the transport they saw before, to abort that one too."""
+        for each in (transport, client.transport):
+            if isinstance(each, asyncio.WriteTransport):
+                each.abort()
         client.close()
 
     async def _ehlo(self, client: aiosmtplib.SMTP) -> None:
@@ -179,22 +181,29 @@ class SmtpProvider:
     ) -> str:
         """MAIL, RCPT, DATA; the server's reply to DATA."""
         stage = "mail"
+        transport = client.transport
         try:
             options = [f"SIZE={len(message)}"] if client.supports_extension("size") else []
             try:
                 await client.mail(sender, options=options)
             except aiosmtplib.SMTPServerDisconnected as exc:
+                self._discard(client, transport)
                 raise _Stale from exc
             stage = "rcpt"
             await client.rcpt(recipient)
             stage = "data"
             response = await client.data(message)
         except aiosmtplib.SMTPResponseException as exc:
-            await self._reset(client)
+            if client.is_connected:
+                await self._reset(client)
+            else:  # 421: aiosmtplib hung up
+                self._discard(client, transport)
             raise smtp_error(exc.code, exc.message, stage=stage, provider=self.name) from exc
         except _NETWORK_ERRORS as exc:
-            self._discard(client)
+            self._discard(client, transport)
             raise _transient(exc, stage, self.name) from exc
+        if not client.is_connected:  # e.g. a 421 after DATA made aiosmtplib hang up
+            self._discard(client, transport)
         return response.message
 
     # --- Provider -----------------------------------------------------------------------
@@ -241,12 +250,13 @@ class SmtpProvider:
         """QUIT every idle connection; connections in use are closed by their sends."""
         idle, self._idle = self._idle, []
         for client in idle:
+            transport = client.transport
             try:
                 await asyncio.wait_for(client.quit(), timeout=min(self.timeout, 5.0))
             except _NETWORK_ERRORS:
                 pass
             finally:
-                self._discard(client)
+                self._discard(client, transport)
         # Transports closed by a failed send finish closing on the loop's next turns; let
         # them, so a caller that ends its event loop right after does not leak sockets.
         for _ in range(3):
