@@ -1,7 +1,7 @@
 """HTTP API load check: a real ``flowmail serve`` (uvicorn) and a load generator in other
 processes, over loopback.
 
-``python bench/api_bench.py [--seconds 10] [--backend sqlite|postgres]`` prints:
+``python bench/api_bench.py [--quick] [--backend sqlite|postgres]`` prints a table of:
 
 - sustained single-call ``POST /v1/track`` requests/s with p50/p95/p99 latency
   (target: 2,000/s with p95 under 50 ms);
@@ -21,9 +21,9 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
+import re
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,7 +36,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).parent))
+
 HOST = "127.0.0.1"
+BACKENDS = ("sqlite", "postgres")
 
 
 @dataclass(frozen=True)
@@ -67,12 +70,6 @@ class Load:
 # --- the server ---------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def server(db_url: str, folder: Path) -> Iterator[tuple[int, str]]:
     """``flowmail serve`` on a free port; yields (port, ingest key). Stopped with SIGTERM."""
@@ -83,24 +80,17 @@ def server(db_url: str, folder: Path) -> Iterator[tuple[int, str]]:
     store = open_store(Settings(database_url=db_url), migrate=True)
     key = create_key(store, "default", Role.INGEST, "bench", datetime.now(UTC))[1]
     store.close()
-    port = _free_port()
-    env = {
-        **os.environ,
-        "FLOWMAIL_DATABASE_URL": db_url,
-        "FLOWMAIL_API_PORT": str(port),
-        "FLOWMAIL_RATE_LIMIT_PER_KEY": "0",
-    }
+    env = {**os.environ, "FLOWMAIL_DATABASE_URL": db_url, "FLOWMAIL_RATE_LIMIT_PER_KEY": "0"}
     log = (folder / "server.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "flowmail", "serve", "--host", HOST],
+        [sys.executable, "-m", "flowmail", "serve", "--host", HOST, "--port", "0"],
         env=env,
         cwd=folder,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
     try:
-        _wait_until_up(port, process)
-        yield port, key
+        yield _wait_until_up(process, folder / "server.log"), key
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -110,18 +100,21 @@ def server(db_url: str, folder: Path) -> Iterator[tuple[int, str]]:
         log.close()
 
 
-def _wait_until_up(port: int, process: subprocess.Popen[bytes]) -> None:
+def _wait_until_up(process: subprocess.Popen[bytes], log: Path) -> int:
+    """The port the server picked, once it answers /health."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError("the server stopped while starting")
-        try:
-            with socket.create_connection((HOST, port), timeout=1) as sock:
-                sock.sendall(f"GET /health HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
-                if sock.recv(100).startswith(b"HTTP/1.1 200"):
-                    return
-        except OSError:
-            pass
+            raise RuntimeError(f"the server stopped while starting:\n{log.read_text()}")
+        found = re.search(rf"Uvicorn running on http://{HOST}:(\d+)", log.read_text())
+        if found:
+            try:
+                with socket.create_connection((HOST, int(found[1])), timeout=1) as sock:
+                    sock.sendall(f"GET /health HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+                    if sock.recv(100).startswith(b"HTTP/1.1 200"):
+                        return int(found[1])
+            except OSError:
+                pass
         time.sleep(0.1)
     raise RuntimeError("the server did not start in 60 s")
 
@@ -268,42 +261,71 @@ def batch_events(db_url: str, seconds: float = 10.0, size: int = 500, connection
         )
 
 
-def _report(name: str, load: Load, target: str) -> None:
-    median = statistics.median(load.latencies) * 1000 if load.latencies else float("nan")
-    print(
-        f"{name}: {load.rate:,.0f} requests/s, {load.event_rate:,.0f} events/s, "
-        f"p50 {median:.1f} ms, p95 {load.percentile(0.95) * 1000:.1f} ms, "
-        f"p99 {load.percentile(0.99) * 1000:.1f} ms, errors {load.errors} "
-        f"({load.requests:,} requests in {load.seconds:.1f} s) — target {target}"
-    )
+def rows(dbs: Any, scale: float = 1.0, backends: tuple[str, ...] = BACKENDS) -> list[Any]:
+    """The measures as ``common.Row``s (for ``bench/run.py``): fresh databases from
+    ``dbs`` (a ``common.Databases``), ``10 * scale`` seconds of load each (3 s at least)."""
+    from common import Row
 
-
-@contextmanager
-def _database(backend: str, folder: Path) -> Iterator[str]:
-    if backend == "sqlite":
-        yield f"sqlite:///{folder / 'bench.db'}"
-        return
-    sys.path.insert(0, str(Path(__file__).parent))
-    from common import postgres
-
-    with postgres() as url:
-        yield url
+    seconds = max(3.0, 10 * scale)
+    found = []
+    for backend in backends:
+        track = track_calls(dbs.new(backend), seconds)
+        note = f"p50 {track.percentile(0.5) * 1000:.1f} ms, {track.errors} errors"
+        found.append(
+            Row(
+                "API: single /v1/track calls over HTTP",
+                backend,
+                track.rate,
+                "requests/s",
+                "2,000/s",
+                note,
+            )
+        )
+        found.append(
+            Row(
+                "API: /v1/track latency under that load, p95",
+                backend,
+                track.percentile(0.95) * 1000,
+                "ms",
+                "p95 < 50 ms",
+                f"p99 {track.percentile(0.99) * 1000:.1f} ms",
+            )
+        )
+        batch = batch_events(dbs.new(backend), seconds)
+        found.append(
+            Row(
+                "API: events through /v1/batch (500 a call)",
+                backend,
+                batch.event_rate,
+                "events/s",
+                "20,000/s",
+                f"p95 {batch.percentile(0.95) * 1000:.0f} ms a call, {batch.errors} errors",
+            )
+        )
+    return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
-    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--quick", action="store_true", help="3 s runs, for a smoke run")
+    parser.add_argument("--backend", action="append", choices=BACKENDS, help="only these")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="flowmail-api-db-") as tmp:
-        with _database(args.backend, Path(tmp)) as url:
-            track = track_calls(url, args.seconds, args.connections)
-        _report(f"track calls ({args.backend})", track, "2,000/s, p95 < 50 ms")
-    with tempfile.TemporaryDirectory(prefix="flowmail-api-db-") as tmp:
-        with _database(args.backend, Path(tmp)) as url:
-            batch = batch_events(url, args.seconds)
-        _report(f"batch of 500 ({args.backend})", batch, "20,000 events/s")
+    from common import Databases, postgres
+    from rich.console import Console
+    from rich.table import Table
+
+    backends = tuple(args.backend or BACKENDS)
+    with tempfile.TemporaryDirectory(prefix="flowmail-api-bench-") as tmp, postgres() as pg:
+        found = rows(Databases(Path(tmp), pg), 0.3 if args.quick else 1.0, backends)
+    table = Table(
+        title=f"flowmail API load check — {os.cpu_count()} cores, load average "
+        f"{os.getloadavg()[0]:.1f} at the end, {datetime.now(UTC):%Y-%m-%d}"
+    )
+    for column in ("measure", "backend", "result", "target", "note"):
+        table.add_column(column)
+    for row in found:
+        table.add_row(row.what, row.backend, f"{row.value:,.1f} {row.unit}", row.target, row.note)
+    Console(width=150).print(table)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,12 +25,6 @@ from conftest import new_pg_database, new_sqlite_database
 from flowmail.store import schema as t
 from flowmail.store.keys import Role, create_key
 from flowmail.store.sql import SqlStore
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def flowmail(env: dict[str, str], *args: str, cwd: Path) -> str:
@@ -67,25 +61,22 @@ def serving(db_url: str, folder: Path) -> Iterator[Server]:
     admin = create_key(store, "default", Role.ADMIN, "e2e", datetime.now(UTC))[1]
     ingest = create_key(store, "default", Role.INGEST, "e2e", datetime.now(UTC))[1]
     store.close()
-    port = free_port()
     env = {
         **os.environ,
         "FLOWMAIL_DATABASE_URL": db_url,
         "FLOWMAIL_RATE_LIMIT_PER_KEY": "0",
         "FLOWMAIL_API_KEY_CACHE_SECONDS": "0.2",
-        "FLOWMAIL_API_PORT": str(port),
     }
     with (folder / "server.log").open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "flowmail", "serve", "--host", "127.0.0.1"],
+            [sys.executable, "-m", "flowmail", "serve", "--host", "127.0.0.1", "--port", "0"],
             env=env,
             cwd=folder,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
         try:
-            url = f"http://127.0.0.1:{port}"
-            _wait_until_up(url, process, folder / "server.log")
+            url = _wait_until_up(process, folder / "server.log")
             yield Server(url, env, folder, db_url, admin, ingest)
         finally:
             process.send_signal(signal.SIGTERM)
@@ -100,12 +91,14 @@ def serving(db_url: str, folder: Path) -> Iterator[Server]:
             assert "Traceback" not in output, output
 
 
-def _wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+def _wait_until_up(process: subprocess.Popen[bytes], log: Path) -> str:
+    """The server's URL, once it answers /health (it picked a free port and logged it)."""
     deadline = time.monotonic() + 30
     while True:
+        found = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", log.read_text())
         try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return
+            if found and httpx.get(f"{found[1]}/health", timeout=1).status_code == 200:
+                return found[1]
         except httpx.TransportError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:

@@ -247,6 +247,8 @@ def test_forged_altered_and_foreign_tokens_get_the_same_404_as_unknown_ones(api:
         "another contact's message": unsubscribe_path(contact="bob"),
         "a click token": "/u/" + click_token(SECRET, "https://example.com", "m-1"),
         "truncated": unsubscribe_path()[:-3],
+        "not token-shaped": "/u/a%20b.c%00d",
+        "too long": "/u/" + "A" * 5000 + ".B",
     }
     before = snapshot(api.store)
     for why, path in bad.items():

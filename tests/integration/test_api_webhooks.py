@@ -804,3 +804,21 @@ def test_complaint_rate_settings_are_honoured(store: SqlStore) -> None:
         assert _mode(store, "small")[0] == "active"
         _complain(hooks, "small", range(1, 2))  # 2 %: the configured pause line
         assert _mode(store, "small")[0] == "drain"
+
+
+def test_the_sns_fetcher_only_ever_reaches_sns_hosts() -> None:
+    from flowmail.api.webhooks import WebhookHub, fetch_from_sns
+
+    fetcher = Fetcher()
+    hub = WebhookHub(fetch_sns=fetcher)
+    for url in (
+        "https://evil.example/SimpleNotificationService-1.pem",
+        "https://sns.us-east-1.amazonaws.com@evil.example/x.pem",
+        "file:///etc/passwd",
+    ):
+        with pytest.raises(ValueError, match="not an Amazon SNS URL"):
+            hub.fetch(url)
+        with pytest.raises(ValueError, match="not an Amazon SNS URL"):
+            fetch_from_sns(url)
+    assert fetcher.asked == []
+    assert hub.fetch(CERT_URL).startswith(b"-----BEGIN CERTIFICATE")

@@ -124,7 +124,8 @@ class CountingController(Controller):
 
     def factory(self) -> SMTP:
         self.connections += 1
-        return super().factory()
+        server: SMTP = super().factory()  # type: ignore[no-untyped-call]
+        return server
 
     def start(self) -> None:
         super().start()

@@ -509,6 +509,37 @@ def test_any_text_anywhere_gives_exactly_the_expected_headers(
     assert body_parts(message) == expected
 
 
+ADDRESS_TEXT = st.one_of(
+    st.emails().map(str),
+    st.text(max_size=60),
+    st.lists(
+        st.sampled_from([*"bob@example.org", "\r\n", "\x00", "<", ">", ",", " ", '"', "=?", "?="]),
+        max_size=25,
+    ).map("".join),
+)
+
+
+@PROPERTIES
+@given(
+    to=ADDRESS_TEXT,
+    reply_to=ADDRESS_TEXT,
+    name=st.from_regex(r"X-[A-Za-z0-9-]{1,20}", fullmatch=True) | st.text(max_size=50),
+)
+def test_any_address_or_header_name_is_refused_or_written_exactly(
+    to: str, reply_to: str, name: str
+) -> None:
+    mail = make_email(to=to, reply_to=reply_to or None, headers={name: "value"})
+    try:
+        raw = build_message(mail, date=DATE)
+    except HeaderError:
+        return
+    message = assert_well_formed(raw, mail)
+    assert message["To"].addresses[0].addr_spec == h.check_address(to)
+    if reply_to:
+        assert message["Reply-To"].addresses[0].addr_spec == h.check_address(reply_to)
+    assert message.get_all(name) == ["value"]
+
+
 @PROPERTIES
 @given(value=HEADER_TEXT)
 def test_clean_text_is_one_safe_idempotent_line(value: str) -> None:

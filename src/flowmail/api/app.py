@@ -9,7 +9,9 @@ Routers live one per module; to add a group of endpoints, write a module with an
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
@@ -50,6 +52,14 @@ ROUTERS: tuple[APIRouter, ...] = (
     privacy.router,
 )
 
+# /metrics is ours; FastAPI versions with OpenTelemetry hooks look for a provider on
+# every request unless told not to
+_NO_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters
+    else {}
+)
+
 DESCRIPTION = """\
 Events in (Segment-style track, identify and batch), and the management of contacts,
 workflows, templates, messages and suppressions.
@@ -79,6 +89,7 @@ def create_app(
         openapi_url="/openapi.json",
         docs_url="/docs",
         redoc_url=None,
+        **_NO_TELEMETRY,
     )
     app.state.flowmail = context
     install_handlers(app)

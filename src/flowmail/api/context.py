@@ -34,7 +34,8 @@ class ApiContext:
         return self.body_limits.get(path, self.settings.max_batch_bytes)
 
 
-def get_context(request: Request) -> ApiContext:
+async def get_context(request: Request) -> ApiContext:
+    """(async: FastAPI runs plain-def dependencies in a worker thread, which costs time)"""
     return cast(ApiContext, request.app.state.flowmail)
 
 

@@ -20,7 +20,8 @@ def serve(
         str | None, typer.Option(help="Address to listen on.", envvar="FLOWMAIL_API_HOST")
     ] = None,
     port: Annotated[
-        int | None, typer.Option(help="Port to listen on.", envvar="FLOWMAIL_API_PORT")
+        int | None,
+        typer.Option(help="Port to listen on (0: any free one).", envvar="FLOWMAIL_API_PORT"),
     ] = None,
 ) -> None:
     """Serve the HTTP API (ingest, management, health, metrics) until stopped."""
@@ -32,11 +33,13 @@ def serve(
         except ImportError as exc:
             fail(f"cannot import a plugin from FLOWMAIL_PLUGINS: {exc}")
         app = create_app(config, store, SystemClock())
+        host = host or config.api_host
+        port = config.api_port if port is None else port
         server = uvicorn.Server(
             uvicorn.Config(
                 app,
-                host=host or config.api_host,
-                port=port or config.api_port,
+                host=host,
+                port=port,
                 access_log=config.api_access_log,
                 server_header=False,
                 log_config=None,
@@ -44,4 +47,4 @@ def serve(
         )
         server.run()
         if not server.started:
-            fail(f"could not listen on {host or config.api_host}:{port or config.api_port}")
+            fail(f"could not listen on {host}:{port}")

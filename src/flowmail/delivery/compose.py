@@ -28,6 +28,7 @@ from flowmail.store.schema import DEFAULT_WORKSPACE
 from flowmail.templates.links import LinkPolicy, preferences_url, unsubscribe_url
 from flowmail.templates.model import Rendered, Template
 from flowmail.templates.render import message_variables, render_message
+from flowmail.webhooks.model import TAG_MESSAGE
 
 ONE_CLICK = "List-Unsubscribe=One-Click"
 
@@ -136,12 +137,12 @@ class Composer:
             text=rendered.text,
             html=rendered.html,
             headers=self.headers(message, unsubscribe),
-            tags={
-                "workspace": message.workspace_id,
-                "workflow": message.workflow_id,
-                "step": message.step_id,
-                "message": message.id,
-                "topic": message.topic,
+            tags={  # the names the webhook parsers look for when events come back
+                "flowmail_workspace": message.workspace_id,
+                "flowmail_workflow": message.workflow_id,
+                "flowmail_step": message.step_id,
+                TAG_MESSAGE: message.id,
+                "flowmail_topic": message.topic,
             },
         )
         return Composed(email, rendered.template_version, rendered.fallback)

@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection
 from flowmail.store import schema as t
 from flowmail.store.notify import CHANNEL
 from flowmail.store.records import InboundEvent
+from flowmail.store.schema import DEFAULT_WORKSPACE
 from flowmail.store.sql import SqlStore
 
 HASHED = "sha256:"
@@ -122,10 +123,19 @@ def find_messages(
     limit: int = 5,
 ) -> list[MessageRef]:
     """Messages with our key, else with this Message-ID, else with this provider id (in
-    ``workspace_id`` if given). More than one means the reference is ambiguous."""
+    ``workspace_id`` if given). More than one means the reference is ambiguous.
+
+    A key is looked up per known workspace first, so that the primary key (workspace,
+    id) serves it; the Message-ID and provider id have no index of their own yet.
+    """
     m = t.messages
     scope = sa.true() if workspace_id is None else m.c.workspace_id == workspace_id
     with store.engine.connect() as conn:
+        if key and workspace_id is None:
+            known = {DEFAULT_WORKSPACE, *conn.execute(sa.select(t.workspaces.c.id)).scalars()}
+            found = _refs(conn, sa.and_(m.c.workspace_id.in_(sorted(known)), m.c.id == key), limit)
+            if found:
+                return found
         for column, value in (
             (m.c.id, key),
             (m.c.rfc_message_id, rfc_message_id),
@@ -181,13 +191,10 @@ def record_changes(store: SqlStore, changes: Sequence[Change], now: datetime) ->
 def _record(store: SqlStore, conn: Connection, change: Change, now: datetime) -> Recorded:
     e, m = t.message_events, t.messages
     ref = change.message
-    first = not conn.execute(
-        sa.select(sa.literal(1))
-        .where(
-            e.c.workspace_id == ref.workspace_id, e.c.message_id == ref.id, e.c.kind == change.kind
-        )
-        .limit(1)
-    ).first()
+    earlier = sa.select(sa.literal(1)).where(
+        e.c.workspace_id == ref.workspace_id, e.c.message_id == ref.id, e.c.kind == change.kind
+    )
+    first = conn.execute(earlier.limit(1)).first() is None
     row = {
         "workspace_id": ref.workspace_id,
         "message_id": ref.id,
@@ -485,112 +492,66 @@ def _addresses(contact: dict[str, Any], messages: Iterable[dict[str, Any]]) -> l
     return sorted({a for a in found if isinstance(a, str) and a.strip()})
 
 
-def _suppressions_of(conn: Connection, workspace_id: str, addresses: Sequence[str]) -> Any:
+def _suppressions_of(workspace_id: str, addresses: Sequence[str]) -> sa.Select[Any]:
     s = t.suppressions
     forms = sorted({f for a in addresses for f in (a, *suppression_forms(a))})
     return sa.select(s).where(s.c.workspace_id == workspace_id, s.c.email.in_(forms))
 
 
+# what an export shows of each table: (table, leaving out, order); rows of the contact
+_EXPORTED: dict[str, tuple[sa.Table, tuple[str, ...], tuple[str, ...]]] = {
+    "events": (t.events, ("seq", "contact_id", "processed_at", "error"), ("at", "seq")),
+    "runs": (t.runs, ("contact_id", "wake_at"), ("started_at", "id")),
+    "journal": (t.journal, ("seq", "contact_id"), ("at", "seq")),
+    "messages": (t.messages, ("contact_id", "lease_owner", "lease_until"), ("created_at", "id")),
+    "delivery": (t.message_events, ("seq", "contact_id"), ("seq",)),
+    "consents": (t.consents, ("contact_id",), ("topic",)),
+    "date_triggers": (t.date_triggers, ("contact_id",), ("workflow_id",)),
+}
+_CONTACT_FIELDS = ("id", "email", "timezone", "attributes", "created_at", "updated_at")
+
+
+def _of_contact(
+    conn: Connection, name: str, workspace_id: str, contact_id: str
+) -> list[dict[str, Any]]:
+    table, hidden, order = _EXPORTED[name]
+    columns = [c for c in table.c if c.name not in (*hidden, "workspace_id")]
+    query = (
+        sa.select(*columns)
+        .where(table.c.workspace_id == workspace_id, table.c.contact_id == contact_id)
+        .order_by(*(table.c[o] for o in order))
+    )
+    return _rows(conn, query)
+
+
 def export_contact(store: SqlStore, workspace_id: str, contact_id: str) -> dict[str, Any] | None:
     """Everything held about a contact, or None if there is no such contact."""
-    c, e, r, j, m, me, k, d = (
-        t.contacts,
-        t.events,
-        t.runs,
-        t.journal,
-        t.messages,
-        t.message_events,
-        t.consents,
-        t.date_triggers,
-    )
+    c = t.contacts
     with store.engine.connect() as conn:
         found = conn.execute(
-            sa.select(
-                c.c.id, c.c.email, c.c.timezone, c.c.attributes, c.c.created_at, c.c.updated_at
-            ).where(c.c.workspace_id == workspace_id, c.c.id == contact_id)
+            sa.select(*(c.c[f] for f in _CONTACT_FIELDS)).where(
+                c.c.workspace_id == workspace_id, c.c.id == contact_id
+            )
         ).first()
         if found is None:
             return None
         contact = dict(found._mapping)
-        mine = {"ws": workspace_id, "cid": contact_id}
-        events = _rows(
-            conn,
-            sa.select(
-                e.c.id, e.c.kind, e.c.name, e.c.at, e.c.properties, e.c.traits, e.c.received_at
-            )
-            .where(e.c.workspace_id == mine["ws"], e.c.contact_id == mine["cid"])
-            .order_by(e.c.at, e.c.seq),
-        )
-        runs = _rows(
-            conn,
-            sa.select(
-                r.c.id,
-                r.c.workflow_id,
-                r.c.version,
-                r.c.status,
-                r.c.step,
-                r.c.started_at,
-                r.c.ended_at,
-                r.c.state,
-            )
-            .where(r.c.workspace_id == workspace_id, r.c.contact_id == contact_id)
-            .order_by(r.c.started_at, r.c.id),
-        )
-        journal = _rows(
-            conn,
-            sa.select(j.c.run_id, j.c.workflow_id, j.c.step_id, j.c.at, j.c.action, j.c.detail)
-            .where(j.c.workspace_id == workspace_id, j.c.contact_id == contact_id)
-            .order_by(j.c.at, j.c.seq),
-        )
-        messages = _rows(
-            conn,
-            sa.select(m)
-            .where(m.c.workspace_id == workspace_id, m.c.contact_id == contact_id)
-            .order_by(m.c.created_at, m.c.id),
-        )
-        delivery = _rows(
-            conn,
-            sa.select(me.c.message_id, me.c.kind, me.c.at, me.c.detail, me.c.provider_event_id)
-            .where(me.c.workspace_id == workspace_id, me.c.contact_id == contact_id)
-            .order_by(me.c.seq),
-        )
-        consented = _rows(
-            conn,
-            sa.select(k.c.topic, k.c.status, k.c.at, k.c.source)
-            .where(k.c.workspace_id == workspace_id, k.c.contact_id == contact_id)
-            .order_by(k.c.topic),
-        )
+        data = {name: _of_contact(conn, name, workspace_id, contact_id) for name in _EXPORTED}
         suppressed = _rows(
-            conn, _suppressions_of(conn, workspace_id, _addresses(contact, messages))
-        )
-        dates = _rows(
-            conn,
-            sa.select(d.c.workflow_id, d.c.fire_at)
-            .where(d.c.workspace_id == workspace_id, d.c.contact_id == contact_id)
-            .order_by(d.c.workflow_id),
+            conn, _suppressions_of(workspace_id, _addresses(contact, data["messages"]))
         )
     by_message: dict[str, list[dict[str, Any]]] = {}
-    for event in delivery:
+    for event in data.pop("delivery"):
         by_message.setdefault(event.pop("message_id"), []).append(event)
-    internal = ("workspace_id", "lease_owner", "lease_until")
+    for message in data["messages"]:
+        message["events"] = by_message.get(message["id"], [])
     return {
         "contact": contact,
-        "events": events,
-        "runs": runs,
-        "journal": journal,
-        "messages": [
-            {
-                **{key: value for key, value in row.items() if key not in internal},
-                "events": by_message.get(row["id"], []),
-            }
-            for row in messages
-        ],
-        "consents": consented,
+        **data,
         "suppressions": [
             {key: value for key, value in row.items() if key != "workspace_id"}
             for row in suppressed
         ],
-        "date_triggers": dates,
     }
 
 
@@ -620,7 +581,7 @@ def erase_contact(
         addresses = _addresses({"email": found.email}, sent)
         kept = [
             row
-            for row in _rows(conn, _suppressions_of(conn, ws, addresses))
+            for row in _rows(conn, _suppressions_of(ws, addresses))
             if not str(row["email"]).startswith(HASHED)
         ]
         opted_out = conn.execute(

@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection
 from flowmail.engine.state import Run
 from flowmail.store import hot
 from flowmail.store import schema as t
+from flowmail.store.feedback import hash_address
 from flowmail.store.schema import DEFAULT_WORKSPACE, from_micros, to_micros
 from flowmail.store.sql import SqlStore
 
@@ -220,10 +221,13 @@ def load_audience(
 ) -> Audience:
     """Contacts, suppressions, consents, recent capped sends and run triggers of a batch."""
     contact_keys = sorted({(m.workspace_id, m.contact_id) for m in messages})
-    addresses = sorted(
-        {(m.workspace_id, m.to_address.lower()) for m in messages if m.to_address}
-        | {(m.workspace_id, m.to_address) for m in messages if m.to_address}
-    )
+    forms: dict[tuple[str, str], str] = {}  # a stored form of an address -> the address
+    for m in messages:
+        if m.to_address:
+            low = m.to_address.lower()
+            for form in (m.to_address, low, hash_address(m.to_address)):
+                forms[(m.workspace_id, form)] = low
+    addresses = sorted(forms)
     runs = sorted({(m.workspace_id, m.run_id) for m in messages})
     batch = {m.key for m in messages}
     audience = Audience({}, {}, {}, {}, {})
@@ -237,7 +241,7 @@ def load_audience(
             for email, reason in conn.execute(
                 query.where(s.c.workspace_id == ws, s.c.email.in_(emails))
             ):
-                audience.suppressions[(ws, email.lower())] = reason
+                audience.suppressions.setdefault((ws, forms[(ws, email)]), reason)
         for ws, ids in _grouped(runs):
             r = t.runs
             query = sa.select(r.c.id, r.c.state).where(r.c.workspace_id == ws, r.c.id.in_(ids))

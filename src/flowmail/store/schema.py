@@ -212,6 +212,9 @@ messages = sa.Table(
     sa.Column("fallback", sa.Text),  # why a fallback template or default was used
     sa.PrimaryKeyConstraint("workspace_id", "id"),
     sa.Index("ix_messages_claim", "status", "priority", "send_after"),
+    sa.Index("ix_messages_rfc_id", "rfc_message_id"),  # webhooks find messages by these
+    sa.Index("ix_messages_provider_id", "provider_id"),
+    sa.Index("ix_messages_workflow_sent", "workspace_id", "workflow_id", "sent_at"),
     sa.Index("ix_messages_contact", "workspace_id", "contact_id", "created_at"),
     sa.Index("ix_messages_run", "workspace_id", "run_id"),
 )
