@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,12 +11,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from pg import cluster  # noqa: E402
-
-from flowmail.store.migrate import upgrade  # noqa: E402
-from flowmail.store.sql import SqlStore, create_db_engine  # noqa: E402
+from flowmail.store.migrate import upgrade
+from flowmail.store.sql import SqlStore, create_db_engine
+from pg import cluster
 
 T0 = datetime(2025, 9, 1, 9, 0, tzinfo=UTC)
 _names = itertools.count()

@@ -77,7 +77,7 @@ def list_command(
 
 @app.command()
 def revoke(key_id: Annotated[str, typer.Argument(help="The key's id (from `keys list`).")]) -> None:
-    """Revoke a key: requests with it are refused from now on."""
+    """Revoke a key: a running API refuses it within FLOWMAIL_API_KEY_CACHE_SECONDS."""
     with store_session() as (_config, store):
         if not revoke_key(store, key_id, SystemClock().now()):
             fail(f"no active key {key_id!r}")
