@@ -10,6 +10,7 @@ import base64
 import hashlib
 import hmac
 import json
+from functools import lru_cache
 from typing import Any
 
 
@@ -25,8 +26,17 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+@lru_cache(maxsize=64)
+def _keyed(secret: str, purpose: str) -> Any:
+    """The HMAC state after the key and the purpose: copied per token, not rebuilt."""
+    mac = hmac.new(secret.encode(), purpose.encode() + b"\x00", hashlib.sha256)
+    return mac
+
+
 def _mac(secret: str, purpose: str, payload: bytes) -> bytes:
-    return hmac.new(secret.encode(), purpose.encode() + b"\x00" + payload, hashlib.sha256).digest()
+    mac = _keyed(secret, purpose).copy()
+    mac.update(payload)
+    return bytes(mac.digest())
 
 
 def sign(secret: str, purpose: str, data: dict[str, Any]) -> str:

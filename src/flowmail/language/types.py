@@ -50,7 +50,7 @@ def _aware(value: object) -> datetime:
 def _timezone(value: str) -> str:
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ValueError(
             f"unknown time zone {value!r}: use an IANA name like Europe/Paris"
         ) from None

@@ -25,7 +25,7 @@ def get_contact(store: SqlStore, workspace_id: str, contact_id: str) -> dict[str
     query = sa.select(
         c.c.id, c.c.email, c.c.timezone, c.c.attributes, c.c.created_at, c.c.updated_at
     ).where(c.c.workspace_id == workspace_id, c.c.id == contact_id)
-    with store.engine.connect() as conn:
+    with store.reader.connect() as conn:
         row = conn.execute(query).first()
     return None if row is None else dict(row._mapping)
 
@@ -50,7 +50,7 @@ def list_contacts(
         query = query.where(c.c.email == email)
     for name, value in (attributes or {}).items():
         query = query.where(_attribute_equals(store, name, value))
-    with store.engine.connect() as conn:
+    with store.reader.connect() as conn:
         rows = conn.execute(query.order_by(c.c.id).limit(limit))
         return [dict(row._mapping) for row in rows]
 
@@ -77,7 +77,7 @@ def _attribute_equals(store: SqlStore, name: str, value: Any) -> sa.ColumnElemen
 
 def get_workflow(store: SqlStore, workspace_id: str, workflow_id: str) -> WorkflowRow | None:
     w = t.workflows
-    with store.engine.connect() as conn:
+    with store.reader.connect() as conn:
         r = conn.execute(
             sa.select(w).where(w.c.workspace_id == workspace_id, w.c.id == workflow_id)
         ).first()
@@ -105,7 +105,7 @@ def workflow_stats(store: SqlStore, workspace_id: str, workflow_id: str) -> dict
     r, m = t.runs, t.messages
     ws = {"ws": workspace_id, "wf": workflow_id}
     steps: dict[str, dict[str, int]] = {}
-    with store.engine.connect() as conn:
+    with store.reader.connect() as conn:
         runs = conn.execute(
             sa.select(r.c.status, sa.func.count())
             .where(r.c.workspace_id == workspace_id, r.c.workflow_id == workflow_id)
@@ -155,7 +155,7 @@ def list_suppressions(
         query = query.where(s.c.email > after)
     if reason is not None:
         query = query.where(s.c.reason == reason)
-    with store.engine.connect() as conn:
+    with store.reader.connect() as conn:
         return [dict(row._mapping) for row in conn.execute(query.order_by(s.c.email).limit(limit))]
 
 
@@ -164,7 +164,7 @@ def get_suppression(store: SqlStore, workspace_id: str, email: str) -> dict[str,
     query = sa.select(s.c.email, s.c.reason, s.c.source, s.c.created_at).where(
         s.c.workspace_id == workspace_id, s.c.email == email
     )
-    with store.engine.connect() as conn:
+    with store.reader.connect() as conn:
         row = conn.execute(query).first()
     return None if row is None else dict(row._mapping)
 
@@ -183,14 +183,14 @@ def remove_suppression(store: SqlStore, workspace_id: str, email: str) -> bool:
 
 def ping(store: SqlStore) -> None:
     """Raises if the database does not answer."""
-    with store.engine.connect() as conn:
+    with store.reader.connect() as conn:
         conn.execute(sa.text("SELECT 1")).scalar_one()
 
 
 def heartbeats(store: SqlStore) -> list[tuple[str, str, datetime]]:
     """(id, kind, last seen) of every worker and sender that ever reported."""
     h = t.heartbeats
-    with store.engine.connect() as conn:
+    with store.reader.connect() as conn:
         rows = conn.execute(sa.select(h.c.id, h.c.kind, h.c.seen_at).order_by(h.c.kind, h.c.id))
         return [(r.id, r.kind, r.seen_at) for r in rows]
 
@@ -199,7 +199,7 @@ def queue_depths(store: SqlStore, now: datetime) -> dict[str, int]:
     """Work waiting across all workspaces: inbox events, queued messages, due wakes."""
     e, m, c = t.events, t.messages, t.contacts
     count = sa.func.count()
-    with store.engine.connect() as conn:
+    with store.reader.connect() as conn:
         pending = conn.execute(sa.select(count).where(e.c.processed_at.is_(None))).scalar_one()
         queued = conn.execute(sa.select(count).where(m.c.status == "queued")).scalar_one()
         due = conn.execute(

@@ -60,7 +60,7 @@ def is_suppressed(store: SqlStore, workspace_id: str, email: str) -> str | None:
     query = sa.select(s.c.email, s.c.reason).where(
         s.c.workspace_id == workspace_id, s.c.email.in_((plain, hashed))
     )
-    with store.engine.connect() as conn:
+    with store.reader.connect() as conn:
         rows = {row.email: row.reason for row in conn.execute(query)}
     return rows.get(plain) or rows.get(hashed)
 
@@ -130,7 +130,7 @@ def find_messages(
     """
     m = t.messages
     scope = sa.true() if workspace_id is None else m.c.workspace_id == workspace_id
-    with store.engine.connect() as conn:
+    with store.reader.connect() as conn:
         if key and workspace_id is None:
             known = {DEFAULT_WORKSPACE, *conn.execute(sa.select(t.workspaces.c.id)).scalars()}
             found = _refs(conn, sa.and_(m.c.workspace_id.in_(sorted(known)), m.c.id == key), limit)
@@ -311,7 +311,7 @@ def consents(store: SqlStore, workspace_id: str, contact_id: str) -> list[dict[s
         .where(k.c.workspace_id == workspace_id, k.c.contact_id == contact_id)
         .order_by(k.c.topic)
     )
-    with store.engine.connect() as conn:
+    with store.reader.connect() as conn:
         return [dict(row._mapping) for row in conn.execute(query)]
 
 
@@ -476,7 +476,7 @@ def complaint_counts(
             m.c.workflow_id == workflow_id,
         )
     )
-    with store.engine.connect() as conn:
+    with store.reader.connect() as conn:
         return int(conn.execute(sent).scalar_one()), int(conn.execute(complained).scalar_one())
 
 
@@ -527,7 +527,7 @@ def _of_contact(
 def export_contact(store: SqlStore, workspace_id: str, contact_id: str) -> dict[str, Any] | None:
     """Everything held about a contact, or None if there is no such contact."""
     c = t.contacts
-    with store.engine.connect() as conn:
+    with store.reader.connect() as conn:
         found = conn.execute(
             sa.select(*(c.c[f] for f in _CONTACT_FIELDS)).where(
                 c.c.workspace_id == workspace_id, c.c.id == contact_id

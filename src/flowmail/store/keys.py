@@ -91,7 +91,7 @@ def verify_token(store: SqlStore, token: str) -> ApiKey | None:
     k = t.api_keys
     row = None
     if parts is not None and len(key_id) <= 32:
-        with store.engine.connect() as conn:
+        with store.reader.connect() as conn:
             row = conn.execute(sa.select(k).where(k.c.id == key_id)).first()
     stored = row.secret_hash if row is not None else _DUMMY_HASH
     matches = hmac.compare_digest(_hash(secret), stored)
@@ -105,7 +105,7 @@ def list_keys(store: SqlStore, workspace_id: str | None = None) -> list[ApiKey]:
     query = sa.select(k).order_by(k.c.workspace_id, k.c.created_at, k.c.id)
     if workspace_id is not None:
         query = query.where(k.c.workspace_id == workspace_id)
-    with store.engine.connect() as conn:
+    with store.reader.connect() as conn:
         return [_key(row) for row in conn.execute(query)]
 
 

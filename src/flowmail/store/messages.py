@@ -231,7 +231,7 @@ def load_audience(
     runs = sorted({(m.workspace_id, m.run_id) for m in messages})
     batch = {m.key for m in messages}
     audience = Audience({}, {}, {}, {}, {})
-    with store.engine.connect() as conn:
+    with store.reader.connect() as conn:
         for ws, ids in _grouped(contact_keys):
             _load_contacts(conn, audience, ws, ids)
             _load_recent(conn, audience, ws, ids, now - window, batch)
@@ -519,7 +519,7 @@ def next_due(store: SqlStore, *, resend_unknown: bool = True) -> datetime | None
     """When the earliest waiting message falls due (for sleeping until then)."""
     m = t.messages
     statuses = ("queued", "unknown") if resend_unknown else ("queued",)
-    with store.engine.connect() as conn:
+    with store.reader.connect() as conn:
         due = conn.execute(
             sa.select(sa.func.min(m.c.send_after)).where(m.c.status.in_(statuses))
         ).scalar()
@@ -548,7 +548,7 @@ def list_messages(
     if workflow_id is not None:
         query = query.where(m.c.workflow_id == workflow_id)
     query = query.order_by(m.c.created_at.desc(), m.c.id).limit(limit)
-    with store.engine.connect() as conn:
+    with store.reader.connect() as conn:
         return [dict(row._mapping) for row in conn.execute(query)]
 
 
@@ -559,13 +559,13 @@ def message_events(store: SqlStore, workspace_id: str, message_id: str) -> list[
         .where(e.c.workspace_id == workspace_id, e.c.message_id == message_id)
         .order_by(e.c.seq)
     )
-    with store.engine.connect() as conn:
+    with store.reader.connect() as conn:
         return [dict(row._mapping) for row in conn.execute(query)]
 
 
 def get_message(store: SqlStore, workspace_id: str, message_id: str) -> dict[str, Any] | None:
     m = t.messages
-    with store.engine.connect() as conn:
+    with store.reader.connect() as conn:
         row = conn.execute(
             sa.select(m).where(m.c.workspace_id == workspace_id, m.c.id == message_id)
         ).first()

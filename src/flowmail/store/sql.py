@@ -37,6 +37,7 @@ from flowmail.store.records import (
 from flowmail.store.schema import DEFAULT_WORKSPACE, to_micros
 
 CHUNK = 500  # rows per IN (...) list
+READ_ONLY = "flowmail_read_only"  # execution option: a reading transaction (SQLite: deferred)
 
 
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
@@ -60,7 +61,10 @@ def create_db_engine(url: str) -> Engine:
 
         @sa.event.listens_for(engine, "begin")
         def _begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock up front
+            if conn.get_execution_options().get(READ_ONLY):
+                conn.exec_driver_sql("BEGIN")  # a snapshot: WAL readers never wait
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock up front
 
         # let SQLAlchemy's pysqlite driver leave transaction control to us
         @sa.event.listens_for(engine, "connect")
@@ -76,6 +80,7 @@ class SqlStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.reader = engine.execution_options(**{READ_ONLY: True})  # for reads only
         self.dialect = engine.dialect.name
         self.postgres = self.dialect == "postgresql"
 
@@ -196,7 +201,7 @@ class SqlStore:
         """Contacts, their runs, pending events (in event-time order) and date fires."""
         c, r, e, d = t.contacts, t.runs, t.events, t.date_triggers
         units: dict[Key, Unit] = {}
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             for chunk in _chunks(list(keys)):
                 match_c = _keys(c.c.id, chunk)
                 for row in conn.execute(
@@ -255,7 +260,7 @@ class SqlStore:
             query = query.where(e.c.name == name)
         if since is not None:
             query = query.where(e.c.at > since)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return [
                 Event(row.contact_id, row.name, row.at, dict(row.properties or {}), row.id)
                 for row in conn.execute(query.order_by(e.c.at, e.c.seq))
@@ -436,7 +441,7 @@ class SqlStore:
 
     def actions(self, workspace_id: str = DEFAULT_WORKSPACE) -> list[dict[str, Any]]:
         a = t.actions
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(
                 sa.select(a).where(a.c.workspace_id == workspace_id).order_by(a.c.created_at)
             )
@@ -503,7 +508,7 @@ class SqlStore:
         query = sa.select(w).order_by(w.c.workspace_id, w.c.id)
         if workspace_id is not None:
             query = query.where(w.c.workspace_id == workspace_id)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return [
                 WorkflowRow(r.workspace_id, r.id, r.version, r.mode, r.reason, r.updated_at)
                 for r in conn.execute(query)
@@ -513,7 +518,7 @@ class SqlStore:
         self, workspace_id: str, workflow_id: str, version: int
     ) -> dict[str, Any] | None:
         v = t.workflow_versions
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return conn.execute(
                 sa.select(v.c.definition).where(
                     v.c.workspace_id == workspace_id,
@@ -577,7 +582,7 @@ class SqlStore:
 
     def contact_zones(self, workspace_id: str, default_tz: str) -> set[str]:
         c = t.contacts
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return {
                 row[0] or default_tz
                 for row in conn.execute(
@@ -587,7 +592,7 @@ class SqlStore:
 
     def due_schedules(self, now: datetime) -> list[tuple[str, str, str, datetime]]:
         s = t.schedules
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return [
                 (r.workspace_id, r.workflow_id, r.zone, r.next_at)
                 for r in conn.execute(sa.select(s).where(s.c.next_at <= now).order_by(s.c.next_at))
@@ -656,7 +661,7 @@ class SqlStore:
         )
         if after is not None:
             query = query.where(c.c.id > after)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(query.order_by(c.c.id).limit(limit)).all()
         return [Contact(r.id, r.email, r.timezone, dict(r.attributes or {})) for r in rows]
 
@@ -713,7 +718,7 @@ class SqlStore:
     ) -> list[str]:
         """Set the version of live runs, holding each contact's lease while doing it."""
         r, c = t.runs, t.contacts
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(
                 sa.select(r.c.id, r.c.contact_id).where(
                     r.c.workspace_id == workspace_id, r.c.id.in_(list(versions))
@@ -780,7 +785,7 @@ class SqlStore:
     def next_due(self) -> datetime | None:
         """The earliest timer or schedule tick (for sleeping, and for virtual clocks)."""
         c, s = t.contacts, t.schedules
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             wake = conn.execute(sa.select(sa.func.min(c.c.wake_at))).scalar()
             tick = conn.execute(sa.select(sa.func.min(s.c.next_at))).scalar()
         times = [
@@ -790,7 +795,7 @@ class SqlStore:
 
     def pending_events(self) -> int:
         e = t.events
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return int(
                 conn.execute(
                     sa.select(sa.func.count()).where(e.c.processed_at.is_(None))
@@ -809,7 +814,7 @@ class SqlStore:
             query = query.where(r.c.contact_id == contact_id)
         if workflow_id is not None:
             query = query.where(r.c.workflow_id == workflow_id)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return [
                 Run.from_dict(row[0])
                 for row in conn.execute(query.order_by(r.c.started_at, r.c.id))
@@ -817,7 +822,7 @@ class SqlStore:
 
     def contact(self, workspace_id: str, contact_id: str) -> Contact | None:
         c = t.contacts
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             row = conn.execute(
                 sa.select(c).where(c.c.workspace_id == workspace_id, c.c.id == contact_id)
             ).first()
@@ -827,7 +832,7 @@ class SqlStore:
 
     def messages(self, workspace_id: str = DEFAULT_WORKSPACE) -> list[dict[str, Any]]:
         m = t.messages
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(
                 sa.select(m)
                 .where(m.c.workspace_id == workspace_id)

@@ -101,7 +101,7 @@ def get_template(
         query = query.order_by(c.version.desc()).limit(1)
     else:
         query = query.where(c.version == version)
-    with store.engine.connect() as conn:
+    with store.reader.connect() as conn:
         row = conn.execute(query).first()
     return None if row is None else _template(row)
 
@@ -127,13 +127,13 @@ def list_templates(store: SqlStore, workspace_id: str) -> list[TemplateInfo]:
         )
         .order_by(latest.c.name)
     )
-    with store.engine.connect() as conn:
+    with store.reader.connect() as conn:
         return [TemplateInfo(r.name, r.version, r.n, r.created_at) for r in conn.execute(query)]
 
 
 def template_versions(store: SqlStore, workspace_id: str, name: str) -> list[int]:
     c = t.templates.c
-    with store.engine.connect() as conn:
+    with store.reader.connect() as conn:
         return [
             int(v)
             for v in conn.execute(
