@@ -95,14 +95,15 @@ def test_sigkilled_sender_loses_nothing_and_duplicates_only_unknown_sends(
             rows = conn.execute(
                 sa.select(t.messages.c.id, t.messages.c.status, t.messages.c.rfc_message_id)
             ).all()
-            unknown = {
+            markings = [
                 row[0]
                 for row in conn.execute(
                     sa.select(t.message_events.c.message_id).where(
                         t.message_events.c.kind == "unknown"
                     )
                 )
-            }
+            ]
+            unknown = set(markings)
     finally:
         store.close()
     assert kills >= 8, f"only {kills} kills: the test proves little"
@@ -120,4 +121,6 @@ def test_sigkilled_sender_loses_nothing_and_duplicates_only_unknown_sends(
         f"\n{MESSAGES} messages, {kills} SIGKILLs: {len(unknown)} unknown, "
         f"{total} duplicate deliveries ({total / MESSAGES:.2%})"
     )
-    assert total <= kills * 20, f"{total} duplicates after {kills} kills: too many"
+    # each time a message was marked unknown it could have been delivered once more, never
+    # twice: that is the bound (how many there are depends on where the kills land)
+    assert total <= len(markings), f"{total} duplicates for {len(markings)} unknown sends"

@@ -1,7 +1,8 @@
 """The SMTP provider against a real aiosmtpd server on loopback: messages parsed back,
 connections reused, STARTTLS / implicit TLS with AUTH, DKIM verified on what arrived, and a
 misbehaving server (421, 450, 550, 554, slow, dropping connections) mapped to the right
-:class:`SendError`."""
+:class:`SendError`. Every test on the ``sink`` fixture runs twice: against a server that
+advertises PIPELINING (RFC 2920; commands then go out in groups) and one that does not."""
 
 from __future__ import annotations
 
@@ -58,6 +59,9 @@ class Sink:
     data_delay: float = 0.0
     drop_at: str | None = None  # "mail" or "data": close the connection instead of answering
     close_after_data: bool = False  # accept, then close the connection
+    pipelining: bool = False  # advertise PIPELINING in the EHLO reply
+    accept_data_anyway: bool = False  # keep a refused recipient, so DATA gets 354
+    grouped: list[bool] = field(default_factory=list)  # at each MAIL: RCPT already received?
     sessions: set[int] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -66,9 +70,18 @@ class Sink:
         self.data_delay = 0.0
         self.close_after_data = False
 
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: Any
+    ) -> list[str]:
+        session.host_name = hostname
+        extra = ["250-PIPELINING"] if self.pipelining else []
+        return [*responses[:-1], *extra, responses[-1]]
+
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
     ) -> str:
+        pending = bytes(getattr(server._reader, "_buffer", b""))  # read, not yet handled
+        self.grouped.append(pending.startswith(b"RCPT TO:"))
         if self.drop_at == "mail":
             assert server.transport is not None
             server.transport.close()
@@ -83,6 +96,8 @@ class Sink:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
     ) -> str:
         if self.rcpt_reply:
+            if self.accept_data_anyway:
+                envelope.rcpt_tos.append(address)
             return self.rcpt_reply
         envelope.rcpt_tos.append(address)
         return "250 OK"
@@ -115,26 +130,39 @@ class Sink:
         return out
 
 
+class CountingSMTP(SMTP):
+    """Counts the reads the server makes: one per batch of bytes the client sent and then
+    waited on, so a pipelined transaction costs two and a plain one four."""
+
+    def __init__(self, controller: CountingController, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._controller = controller
+
+    def data_received(self, data: bytes) -> None:
+        self._controller.reads += 1
+        super().data_received(data)
+
+
 class CountingController(Controller):
     """Counts the connections the server accepts (``factory`` runs once per connection)."""
 
     def __init__(self, handler: Sink, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self.connections = 0
+        self.reads = 0
 
     def factory(self) -> SMTP:
         self.connections += 1
-        server: SMTP = super().factory()  # type: ignore[no-untyped-call]
-        return server
+        return CountingSMTP(self, self.handler, **self.SMTP_kwargs)
 
     def start(self) -> None:
         super().start()
-        self.connections = 0  # forget the controller's own start-up probe
+        self.connections = self.reads = 0  # forget the controller's own start-up probe
 
 
-@pytest.fixture
-def sink() -> Sink:
-    return Sink()
+@pytest.fixture(params=["pipelining", "plain"])
+def sink(request: pytest.FixtureRequest) -> Sink:
+    return Sink(pipelining=request.param == "pipelining")
 
 
 @pytest.fixture
@@ -302,6 +330,128 @@ def test_send_many_reports_each_failure_in_place(server: CountingController, sin
     assert isinstance(results[1], SendError) and results[1].permanent
 
 
+# --- PIPELINING ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("client_pipelining", [True, False])
+def test_pipelining_halves_the_round_trips(
+    server: CountingController, sink: Sink, client_pipelining: bool
+) -> None:
+    emails = [make_email(i) for i in range(10)]
+
+    async def body(smtp: SmtpProvider) -> list[SendResult]:
+        return [await smtp.send(mail) for mail in emails]
+
+    smtp = provider(server.port, connections=1, pipelining=client_pipelining)
+    results = run(using(smtp, body))
+    assert all(r.provider_id == "2.0.0 Ok: queued as Q1" for r in results)
+    assert [str(m["Message-ID"]) for m in sink.messages()] == [f"<{e.message_id}>" for e in emails]
+    assert all(
+        envelope.rcpt_tos == [f"user{i}@example.org"] for i, envelope in enumerate(sink.envelopes)
+    )
+    pipelined = sink.pipelining and client_pipelining
+    assert sink.grouped == [pipelined] * 10
+    # one read for EHLO and one for QUIT, then two per message pipelined, four otherwise
+    if pipelined:
+        assert server.reads <= 2 + 2 * 10 + 1
+    else:
+        assert server.reads >= 2 + 4 * 10
+
+
+def test_data_accepted_after_a_refused_recipient_ends_an_empty_message(
+    server: CountingController, sink: Sink
+) -> None:
+    """A server that answers 354 to a pipelined DATA although it refused the recipient gets
+    an empty message (RFC 2920 3.1), never the real one; the refusal decides the outcome."""
+    sink.rcpt_reply, sink.accept_data_anyway = "550 5.1.1 No such user here", True
+
+    async def body(smtp: SmtpProvider) -> tuple[SendError, SendResult]:
+        with pytest.raises(SendError) as caught:
+            await smtp.send(make_email(1))
+        sink.reset()
+        return caught.value, await smtp.send(make_email(2))
+
+    smtp = provider(server.port, connections=1)
+    error, after = run(using(smtp, body))
+    assert error.permanent and error.hard_bounce and error.code == "550 5.1.1"
+    assert isinstance(after, SendResult) and smtp.opened == 1
+    contents = [envelope.content for envelope in sink.envelopes]
+    assert all(isinstance(content, bytes) for content in contents)
+    assert not any(b"m1.run7" in content for content in contents if isinstance(content, bytes))
+    assert b"<m2.run7@mail.example.com>" in (contents[-1] or b"")
+
+
+GROUP_REPLIES = b"250 2.1.0 OK\r\n250 2.1.5 OK\r\n354 Go ahead\r\n"
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [GROUP_REPLIES],  # all three replies in one read
+        [GROUP_REPLIES[:20], GROUP_REPLIES[20:]],  # cut inside the second reply
+        [b"250-2.1.0 first line\r\n", GROUP_REPLIES],  # a multi-line reply to MAIL
+        [GROUP_REPLIES[i : i + 1] for i in range(len(GROUP_REPLIES))],  # a byte at a time
+        [b"250 OK\r\n550 5.1.1 No such user\r\n503 5.5.1 Need RCPT\r\n"],  # refused
+    ],
+    ids=["coalesced", "cut", "multiline", "bytes", "refused"],
+)
+def test_pipelined_replies_however_they_are_cut(chunks: list[bytes]) -> None:
+    """A scripted server: the group's replies are matched to MAIL, RCPT and DATA whether
+    they come in one read or many."""
+    refused = b"550" in chunks[0]
+    seen: list[bytes] = []
+    served = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def say(*parts: bytes) -> None:
+            for part in parts:
+                writer.write(part)
+                await writer.drain()
+                await asyncio.sleep(0.002)
+
+        await say(b"220 scripted ESMTP\r\n")
+        await reader.readuntil(b"\r\n")  # EHLO
+        await say(b"250-scripted\r\n250-PIPELINING\r\n250 SIZE 1000000\r\n")
+        for _ in range(2):
+            seen.append(await reader.readuntil(b"DATA\r\n"))
+            await say(*chunks)
+            if refused:
+                seen.append(await reader.readuntil(b"\r\n"))
+                await say(b"250 2.0.0 Reset\r\n")
+            else:
+                seen.append(await reader.readuntil(b"\r\n.\r\n"))
+                await say(b"250 2.0.0 Queued as Q9\r\n")
+        await reader.readuntil(b"\r\n")  # QUIT
+        writer.write(b"221 Bye\r\n")
+        writer.close()
+        await writer.wait_closed()
+        served.set()
+
+    async def main() -> list[SendResult | SendError]:
+        listener = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        try:
+            smtp = provider(port, connections=1)
+            sent = await using(smtp, lambda p: p.send_many([make_email(1), make_email(2)]))
+            await asyncio.wait_for(served.wait(), 5.0)
+            return sent
+        finally:
+            listener.close()
+
+    results = asyncio.run(main())
+    assert seen[0].startswith(b"MAIL FROM:<news@example.com> SIZE=")
+    assert seen[0].endswith(b"\r\nRCPT TO:<user1@example.org>\r\nDATA\r\n")
+    if refused:
+        assert all(isinstance(r, SendError) and r.hard_bounce for r in results)
+        assert seen[1] == seen[3] == b"RSET\r\n"
+    else:
+        assert all(
+            isinstance(r, SendResult) and r.provider_id == "2.0.0 Queued as Q9" for r in results
+        )
+        assert b"Message-ID: <m1.run7@mail.example.com>" in seen[1]
+        assert b"\r\n..\r\n" in seen[1]  # the dot line, stuffed
+
+
 # --- a misbehaving server ---------------------------------------------------------------------
 
 
@@ -346,6 +496,7 @@ def test_replies_map_to_send_errors(
     error, after = run(using(provider(server.port, connections=1), body))
     assert (error.permanent, error.hard_bounce, error.code) == (permanent, hard_bounce, code)
     assert error.provider == "smtp"
+    assert sink.grouped == [sink.pipelining] * 2  # MAIL, RCPT and DATA went out together
     assert isinstance(after, SendResult)
     assert [str(m["Message-ID"]) for m in sink.messages()] == ["<m2.run7@mail.example.com>"]
 

@@ -5,9 +5,13 @@
 - fragments (a trigger, some steps, a goal) validate inside a minimal workflow, and
   ``where:`` blocks parse as conditions;
 - every scenario block simulates;
+- template files (``NAME.yaml``) load and pass the save-time checks, and one that names
+  a file in ``templates/`` says what that file says;
 - every ``flowmail ...`` command line in console/sh blocks names a real command with
   real options (its ``--help`` exits 0);
 - the settings table is ``settings_table()``, and every FLOWMAIL_* setting is there;
+- every endpoint named (``GET /v1/...``, or a URL on the tour's server) is one the app
+  serves, with that method; every endpoint the app serves is named;
 - every Python block compiles, and the pytest example passes.
 """
 
@@ -27,12 +31,18 @@ import typer.main
 import yaml
 from typer.testing import CliRunner
 
+from flowmail.api.app import create_app
 from flowmail.cli import app
+from flowmail.clock import SystemClock
 from flowmail.language.conditions import parse_condition
 from flowmail.language.loader import WorkflowInvalid, parse_workflow
 from flowmail.language.models import Workflow
 from flowmail.settings import Settings, settings_table
 from flowmail.simulate import simulate_file
+from flowmail.store.sql import SqlStore
+from flowmail.templates.files import load_template_file
+from flowmail.templates.validate import validate_template
+from flowmail.webhooks import PROVIDERS as WEBHOOK_PROVIDERS
 
 ROOT = Path(__file__).resolve().parents[2]
 README_PATH = ROOT / "README.md"
@@ -40,6 +50,7 @@ README = README_PATH.read_text(encoding="utf-8")
 EXAMPLES = ROOT / "examples"
 FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 WORKFLOW_FIELDS = set(Workflow.model_fields)
+TEMPLATE_FIELDS = {"subject", "topic", "defaults", "fallback"}  # a template's NAME.yaml
 INVALID_MARK = "invalid on purpose"
 FILLER: dict[str, Any] = {
     "id": "readme_fragment",
@@ -92,6 +103,8 @@ def _kind(data: Any) -> str:
         return "fragment"
     if set(data) == {"where"}:
         return "condition"
+    if "subject" in data and set(data) <= TEMPLATE_FIELDS:
+        return "template"
     return "unknown"
 
 
@@ -112,13 +125,15 @@ def test_the_readme_has_what_these_tests_look_for() -> None:
     assert kinds.count("fragment") >= 5
     assert "scenario" in kinds
     assert "condition" in kinds
+    assert "template" in kinds
     assert _commands(), "no flowmail command lines found"
+    assert len(_endpoints()) >= 30, "no endpoints found"
 
 
 @pytest.mark.parametrize(("block", "data"), DATA, ids=_ids(DATA))
 def test_every_yaml_block_is_something_known(block: Block, data: Any) -> None:
     assert _kind(data) != "unknown", (
-        f"{block.name}: not a workflow, fragment, condition or scenario; "
+        f"{block.name}: not a workflow, fragment, condition, scenario or template; "
         "teach tests/unit/test_readme.py what it is"
     )
 
@@ -170,6 +185,28 @@ def test_scenarios_simulate(block: Block, data: dict[str, Any], tmp_path: Path) 
     assert result.runs, f"{block.name}: the scenario starts no run"
 
 
+TEMPLATES = _kinds("template")
+
+
+@pytest.mark.parametrize(("block", "data"), TEMPLATES, ids=_ids(TEMPLATES))
+def test_template_files_load_and_pass_the_checks(
+    block: Block, data: dict[str, Any], tmp_path: Path
+) -> None:
+    """Loaded beside a compliant text body; one whose first line names a file in the
+    repository (``# templates/welcome_01.yaml ...``) must say what that file says."""
+    named = re.match(r"#\s*(templates/[\w.\-]+\.ya?ml)", block.text)
+    if named:
+        real = yaml.safe_load((ROOT / named[1]).read_text(encoding="utf-8"))
+        assert data == real, f"{block.name}: not what {named[1]} says"
+    meta = tmp_path / "readme_template.yaml"
+    meta.write_text(block.text, encoding="utf-8")
+    meta.with_suffix(".txt").write_text(
+        "Hi {{ contact.first_name }}\n{{ unsubscribe_url }}\n{{ postal_address }}\n",
+        encoding="utf-8",
+    )
+    validate_template(load_template_file(meta), postal_address="1 Main Street")
+
+
 def test_toml_blocks_name_real_settings() -> None:
     for block in _of("toml"):
         unknown = set(tomllib.loads(block.text)) - set(Settings.model_fields)
@@ -179,15 +216,29 @@ def test_toml_blocks_name_real_settings() -> None:
 # --- commands ----------------------------------------------------------------------------
 
 
+def _command_lines(block: Block) -> list[str]:
+    """The command lines of a shell block, each with its ``\\`` continuation lines joined
+    on (in a console block, only lines that start with ``$ `` are commands)."""
+    lines: list[str] = []
+    continued = False
+    for line in block.text.splitlines():
+        if continued:
+            lines[-1] = lines[-1][:-1] + " " + line.strip()
+        elif block.language != "console":
+            lines.append(line)
+        elif line.startswith("$ "):
+            lines.append(line[2:])
+        else:
+            continue  # output
+        continued = lines[-1].endswith("\\")
+    return lines
+
+
 def _commands() -> list[tuple[Block, list[str]]]:
     """``flowmail`` invocations: the words after ``flowmail`` on each command line."""
     found = []
     for block in _of("console", "sh", "shell", "bash"):
-        for line in block.text.splitlines():
-            if block.language == "console":
-                if not line.startswith("$ "):
-                    continue  # output
-                line = line[2:]
+        for line in _command_lines(block):
             words = shlex.split(line, comments=True)
             for index, word in enumerate(words):
                 if re.fullmatch(r"([\w.\-]*/)*flowmail", word):  # flowmail, .venv/bin/flowmail
@@ -244,6 +295,79 @@ def test_the_readme_names_no_setting_that_does_not_exist() -> None:
     known = {variable for variable, _, _ in settings_table()}
     named = set(re.findall(r"FLOWMAIL_[A-Z_]+", README))
     assert named <= known, f"not settings: {sorted(named - known)}"
+
+
+# --- endpoints ------------------------------------------------------------------------------
+
+METHODS = "GET|POST|PUT|PATCH|DELETE"
+NAMED_ENDPOINT = re.compile(rf"\b({METHODS}) (/[\w\-./{{}}]*)")
+TOUR_URL = re.compile(r"http://127\.0\.0\.1:8025(/[^\s\"'?)>`,]*)")
+
+
+def _endpoints() -> list[tuple[str | None, str]]:
+    """(method, path) named in the README: ``GET /v1/x`` anywhere, and the paths of URLs
+    on the tour's server (any method)."""
+    named: list[tuple[str | None, str]] = [
+        (m[1], m[2].rstrip(".")) for m in NAMED_ENDPOINT.finditer(README)
+    ]
+    return named + [(None, m[1]) for m in TOUR_URL.finditer(README) if m[1] != "/"]
+
+
+def _shape(path: str) -> str:
+    """Parameters all look alike: ``/v1/contacts/{contact_id}`` -> ``/v1/contacts/{}``."""
+    return re.sub(r"\{[^}]*\}", "{}", path)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
+    """Path template -> methods, as the app built by ``create_app`` serves them."""
+    folder = tmp_path_factory.mktemp("api")
+    store = SqlStore.from_url(f"sqlite:///{folder / 'readme.db'}")
+    try:
+        api = create_app(Settings(), store, SystemClock())
+        routes = {
+            path: {method.upper() for method in operations}
+            for path, operations in api.openapi()["paths"].items()
+        }
+    finally:
+        store.close()
+    for path in (api.openapi_url, api.docs_url):
+        if path:
+            routes[path] = {"GET"}
+    return routes
+
+
+def _route_for(path: str, served: dict[str, set[str]]) -> str | None:
+    for template in served:
+        pattern = re.escape(_shape(template)).replace(re.escape("{}"), "[^/]+")
+        if re.fullmatch(pattern, _shape(path).replace("{}", "x")):
+            return template
+    return None
+
+
+def test_every_endpoint_named_is_served(served: dict[str, set[str]]) -> None:
+    wrong = []
+    for method, path in _endpoints():
+        template = _route_for(path, served)
+        if template is None:
+            wrong.append(f"{method or 'a URL:'} {path}: no such path")
+        elif method is not None and method not in served[template]:
+            wrong.append(f"{method} {path}: {template} answers {sorted(served[template])}")
+        webhook = re.fullmatch(r"/v1/webhooks/([\w\-]+)", path)
+        if webhook and webhook[1] not in WEBHOOK_PROVIDERS:
+            wrong.append(f"{path}: no webhook provider {webhook[1]!r}")
+    assert not wrong, "README.md names endpoints the app does not serve:\n" + "\n".join(wrong)
+
+
+def test_every_endpoint_served_is_named(served: dict[str, set[str]]) -> None:
+    named = {(method, _shape(path)) for method, path in _endpoints() if method}
+    missing = [
+        f"{method} {path}"
+        for path, methods in sorted(served.items())
+        for method in sorted(methods)
+        if (method, _shape(path)) not in named
+    ]
+    assert not missing, "README.md does not name these endpoints:\n" + "\n".join(missing)
 
 
 # --- Python ---------------------------------------------------------------------------------

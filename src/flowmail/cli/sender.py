@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from flowmail.bootstrap import load_plugins
 from flowmail.cli.common import store_session
 from flowmail.cli.output import console, fail
 from flowmail.delivery.sender import Sender
@@ -29,8 +30,9 @@ def sender(
     logging.getLogger("alembic").setLevel(logging.WARNING)
     with store_session() as (config, store):
         try:
+            load_plugins(config)  # content and recommendation providers render here
             runner = make_sender(config, store, batch=batch)
-        except (ValueError, KeyError) as exc:
+        except (ValueError, KeyError, ImportError) as exc:
             fail(f"cannot start the sender: {exc}")
         asyncio.run(_main(runner, drain))
         counts = runner.counts

@@ -11,6 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from flowmail.bootstrap import load_plugins
 from flowmail.cli.common import settings, store_session
 from flowmail.cli.output import console, errors, fail, print_json
 from flowmail.clock import SystemClock
@@ -114,6 +115,10 @@ def render(
     """Render a template for one contact: preview here, and optionally write the .eml."""
     data = _event(event)
     with store_session() as (config, store):
+        try:
+            load_plugins(config)  # a custom content provider renders here too
+        except ImportError as exc:
+            fail(f"cannot import a plugin from FLOWMAIL_PLUGINS: {exc}")
         now = SystemClock().now()
         try:
             preview = render_preview(

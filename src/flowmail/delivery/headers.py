@@ -256,10 +256,12 @@ def display_address(display_name: str | None, address: str) -> str:
 
 
 def tag_header(tag: str) -> str:
-    """The header a tag travels in: ``workflow`` -> ``X-Flowmail-Workflow``."""
+    """The header a tag travels in: ``workflow`` or ``flowmail_workflow`` ->
+    ``X-Flowmail-Workflow``."""
     if not isinstance(tag, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,24}", tag):
         raise HeaderError(f"invalid tag name {tag!r}")
-    return "X-Flowmail-" + "-".join(part.capitalize() for part in re.split(r"[_-]", tag) if part)
+    name = tag.removeprefix("flowmail_")  # ``flowmail_step`` is ``X-Flowmail-Step`` too
+    return "X-Flowmail-" + "-".join(part.capitalize() for part in re.split(r"[_-]", name) if part)
 
 
 def custom_headers(headers: Mapping[str, str], tags: Mapping[str, str]) -> list[tuple[str, str]]:

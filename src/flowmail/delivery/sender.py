@@ -379,6 +379,8 @@ class Sender:
         log.info("sender %s started", self.id)
         while not stop.is_set():
             try:
+                counts = {"sent": self.counts.sent, "failed": self.counts.failed}
+                self.store.heartbeat(self.id, "sender", self.clock.now(), counts)
                 busy = await self.step()
             except Exception:  # the database may be briefly unreachable: try again
                 log.exception("sender batch failed")

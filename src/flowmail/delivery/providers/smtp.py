@@ -9,7 +9,10 @@ Replies become :class:`SendError`:
 
 A pooled connection the server closed while it sat idle is replaced transparently; one lost
 after ``DATA`` began is a transient error, because the message may have been accepted.
-aiosmtplib has no PIPELINING support, so throughput comes from several connections at once.
+
+When the server advertises PIPELINING (RFC 2920), ``MAIL``, ``RCPT`` and ``DATA`` go out
+together (see :mod:`.pipelining`, which aiosmtplib lacks): two round trips per message instead
+of four, with each reply mapped as above. Throughput also comes from several connections.
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ from collections.abc import Sequence
 from typing import Literal
 
 import aiosmtplib
+from aiosmtplib.response import SMTPResponse
 
 from flowmail.clock import Clock, SystemClock
 from flowmail.delivery.dkim import DkimSigner
 from flowmail.delivery.headers import check_address
 from flowmail.delivery.mime import build_message
 from flowmail.delivery.model import OutgoingEmail, SendError, SendResult
+from flowmail.delivery.providers.pipelining import Progress, can_pipeline, pipelined_transaction
 
 TlsMode = Literal["none", "starttls", "tls"]
 _ENHANCED = re.compile(r"^\s*([245]\.\d{1,3}\.\d{1,3})\b")
@@ -76,6 +81,7 @@ class SmtpProvider:
         clock: Clock | None = None,
         local_hostname: str | None = None,
         name: str = "smtp",
+        pipelining: bool = True,
     ) -> None:
         if tls not in ("none", "starttls", "tls"):
             raise ValueError(f"smtp_tls must be none, starttls or tls, not {tls!r}")
@@ -92,6 +98,7 @@ class SmtpProvider:
         self._local_hostname = local_hostname
         self._idle: list[aiosmtplib.SMTP] = []
         self._slots: asyncio.Semaphore | None = None
+        self.pipelining = pipelining  # used when the server advertises PIPELINING
         self.opened = 0  # connections made so far, for tests and metrics
 
     # --- the pool ---------------------------------------------------------------------
@@ -179,32 +186,62 @@ class SmtpProvider:
     async def _transaction(
         self, client: aiosmtplib.SMTP, sender: str, recipient: str, message: bytes
     ) -> str:
-        """MAIL, RCPT, DATA; the server's reply to DATA."""
-        stage = "mail"
+        """MAIL, RCPT, DATA (pipelined when the server allows); the server's reply to DATA."""
+        progress = Progress()
         transport = client.transport
         try:
             options = [f"SIZE={len(message)}"] if client.supports_extension("size") else []
             try:
-                await client.mail(sender, options=options)
+                if self.pipelining and can_pipeline(client):
+                    response = await pipelined_transaction(
+                        client,
+                        sender,
+                        recipient,
+                        message,
+                        options=options,
+                        timeout=self.timeout,
+                        progress=progress,
+                    )
+                else:
+                    response = await self._plain_transaction(
+                        client, sender, recipient, message, options, progress
+                    )
             except aiosmtplib.SMTPServerDisconnected as exc:
-                self._discard(client, transport)
+                if progress.stage != "mail" or progress.replies:
+                    raise
+                self._discard(client, transport)  # nothing was answered: nothing was sent
                 raise _Stale from exc
-            stage = "rcpt"
-            await client.rcpt(recipient)
-            stage = "data"
-            response = await client.data(message)
         except aiosmtplib.SMTPResponseException as exc:
             if client.is_connected:
                 await self._reset(client)
             else:  # 421: aiosmtplib hung up
                 self._discard(client, transport)
-            raise smtp_error(exc.code, exc.message, stage=stage, provider=self.name) from exc
+            error = smtp_error(exc.code, exc.message, stage=progress.stage, provider=self.name)
+            raise error from exc
         except _NETWORK_ERRORS as exc:
             self._discard(client, transport)
-            raise _transient(exc, stage, self.name) from exc
+            raise _transient(exc, progress.stage, self.name) from exc
         if not client.is_connected:  # e.g. a 421 after DATA made aiosmtplib hang up
             self._discard(client, transport)
         return response.message
+
+    @staticmethod
+    async def _plain_transaction(
+        client: aiosmtplib.SMTP,
+        sender: str,
+        recipient: str,
+        message: bytes,
+        options: list[str],
+        progress: Progress,
+    ) -> SMTPResponse:
+        """One command, one reply: four round trips."""
+        await client.mail(sender, options=options)
+        progress.replies += 1
+        progress.stage = "rcpt"
+        await client.rcpt(recipient)
+        progress.replies += 1
+        progress.stage = "data"
+        return await client.data(message)
 
     # --- Provider -----------------------------------------------------------------------
 
