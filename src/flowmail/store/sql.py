@@ -155,12 +155,23 @@ class SqlStore:
         """Lease up to ``limit`` contacts that have pending events or due timers."""
         c, e = t.contacts, t.events
         free = sa.or_(c.c.lease_until.is_(None), c.c.lease_until < now)
-        pending = (
-            sa.select(e.c.workspace_id, e.c.contact_id)
-            .join(c, sa.and_(c.c.workspace_id == e.c.workspace_id, c.c.id == e.c.contact_id))
-            .where(e.c.processed_at.is_(None), free)
+        # the oldest pending events first (an index scan), then drop those of contacts other
+        # workers hold: joining first would read every contact on every claim. The window is
+        # wide enough for several workers' batches in flight plus busy contacts' many events.
+        oldest = (
+            sa.select(e.c.workspace_id, e.c.contact_id, e.c.seq)
+            .where(e.c.processed_at.is_(None))
             .order_by(e.c.seq)
-            .limit(limit * 4)  # a busy contact has many events; we want ``limit`` contacts
+            .limit(limit * 16)
+            .subquery()
+        )
+        pending = (
+            sa.select(oldest.c.workspace_id, oldest.c.contact_id)
+            .join(
+                c, sa.and_(c.c.workspace_id == oldest.c.workspace_id, c.c.id == oldest.c.contact_id)
+            )
+            .where(free)
+            .order_by(oldest.c.seq)
         )
         due = (
             sa.select(c.c.workspace_id, c.c.id)
