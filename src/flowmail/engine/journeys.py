@@ -172,16 +172,6 @@ def on_wake(contact: Contact, run: Run, ctx: Context) -> list[Decision]:
     return work.result()
 
 
-def resume(contact: Contact, run: Run, ctx: Context) -> list[Decision]:
-    """Continue a run that was held (frozen workflow) at its current step."""
-    work = ctx.start(contact)
-    version = ctx.catalog.version(run.workflow_id, run.version)
-    if version is None or run.status != RunStatus.ACTIVE or run.step is None:
-        return []
-    proceed(work, version, run.copy(), run.step)
-    return work.result()
-
-
 def on_time_trigger(
     contact: Contact, runs: Sequence[Run], version: Version, at: datetime, ctx: Context
 ) -> list[Decision]:
