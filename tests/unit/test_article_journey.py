@@ -18,10 +18,13 @@ This is also how users test their own journeys::
 
 from __future__ import annotations
 
+import copy
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from test_article_format import WELCOME_SERIES_V1
 
 from flowmail.engine.state import RunStatus
 from flowmail.language.models import Workflow
@@ -63,75 +66,8 @@ def create_test_welcome_workflow() -> dict[str, Any]:
 
 def welcome_series_v1() -> dict[str, Any]:
     """The article's ``setup_welcome_series_workflow()`` workflow, as a mapping."""
-    return {
-        "workflow_id": "welcome_series_v1",
-        "name": "Welcome Series - New Subscribers",
-        "description": "7-email welcome series for new subscribers",
-        "trigger_config": {
-            "type": "event",
-            "event_type": "user_registered",
-            "conditions": {"user_properties": {"subscription_source": "newsletter_signup"}},
-        },
-        "steps": [
-            {
-                "step_id": "welcome_immediate",
-                "step_type": "email",
-                "config": {
-                    "template_id": "welcome_01",
-                    "subject_template": "Welcome {{user.first_name}}! Let's get started",
-                    "content_template": "welcome_email_template.html",
-                    "send_immediately": True,
-                },
-            },
-            {
-                "step_id": "wait_1_day",
-                "step_type": "wait",
-                "config": {"type": "duration", "duration_seconds": 86400},
-            },
-            {
-                "step_id": "educational_email_1",
-                "step_type": "email",
-                "config": {
-                    "template_id": "educational_01",
-                    "subject_template": "Here's how to get the most value from {{product.name}}",
-                    "content_template": "educational_email_template.html",
-                },
-            },
-            {
-                "step_id": "check_engagement",
-                "step_type": "condition",
-                "config": {
-                    "type": "event_history",
-                    "event_type": "email_opened",
-                    "timeframe_days": 3,
-                    "min_count": 1,
-                    "true_step": "engaged_path_email",
-                    "false_step": "re_engagement_email",
-                },
-            },
-            {
-                "step_id": "engaged_path_email",
-                "step_type": "email",
-                "config": {
-                    "template_id": "engaged_user",
-                    "subject_template": "Ready for advanced tips, {{user.first_name}}?",
-                    "content_template": "advanced_tips_template.html",
-                },
-            },
-            {
-                "step_id": "re_engagement_email",
-                "step_type": "email",
-                "config": {
-                    "template_id": "re_engagement",
-                    "subject_template": "We miss you! Here's what you might have missed",
-                    "content_template": "re_engagement_template.html",
-                },
-            },
-        ],
-    }
-
-
-# --- the article's WorkflowTestFramework, on virtual time ----------------------------------
+    extras = ("is_active", "tags")  # the format test adds these to show they are ignored
+    return {k: v for k, v in copy.deepcopy(WELCOME_SERIES_V1).items() if k not in extras}
 
 
 def naive_utc(timestamp: str) -> datetime:
