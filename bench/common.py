@@ -101,8 +101,45 @@ def seed_contacts(store: SqlStore, count: int, now: datetime, chunk: int = 20_00
             conn.exec_driver_sql(sql, rows)
 
 
+def waiting_run(index: int, now: datetime, wake_at: datetime, prefix: str = "seed") -> hot.Row:
+    """A waiting welcome run of contact c{index}, as the worker writes it (a runs row)."""
+    contact = f"c{index}"
+    trigger = Event(contact, "signup", now, {}, id=f"{prefix}-{index}")
+    run = Run(
+        id=stable_hash("run", "welcome", contact, trigger.id),
+        workflow_id="welcome",
+        version=1,
+        contact_id=contact,
+        started_at=now,
+        trigger=trigger,
+        status=RunStatus.WAITING,
+        step="later",
+        path=["hello", "later"],
+        wake_at=wake_at,
+    )
+    return (
+        "default",
+        run.id,
+        "welcome",
+        1,
+        contact,
+        "waiting",
+        "later",
+        to_micros(wake_at),
+        to_micros(now),
+        None,
+        hot.dumps(run.to_dict()),
+    )
+
+
 def seed_waiting_runs(
-    store: SqlStore, count: int, now: datetime, due: int, due_at: datetime, chunk: int = 20_000
+    store: SqlStore,
+    count: int,
+    now: datetime,
+    due: int,
+    due_at: datetime,
+    chunk: int = 20_000,
+    prefix: str = "seed",
 ) -> None:
     """One waiting welcome run per contact c0..c{count-1}; the first ``due`` wake at ``due_at``,
     the others a year later. Written the way the worker writes runs."""
@@ -111,38 +148,9 @@ def seed_waiting_runs(
         "UPDATE contacts SET wake_at = ? WHERE workspace_id = 'default' AND id = ?", store.dialect
     )
     for start in range(0, count, chunk):
-        runs, wakes = [], []
-        for i in range(start, min(count, start + chunk)):
-            contact = f"c{i}"
-            trigger = Event(contact, "signup", now, {}, id=f"seed-{i}")
-            run = Run(
-                id=stable_hash("run", "welcome", contact, trigger.id),
-                workflow_id="welcome",
-                version=1,
-                contact_id=contact,
-                started_at=now,
-                trigger=trigger,
-                status=RunStatus.WAITING,
-                step="later",
-                path=["hello", "later"],
-                wake_at=due_at if i < due else far,
-            )
-            runs.append(
-                (
-                    "default",
-                    run.id,
-                    "welcome",
-                    1,
-                    contact,
-                    "waiting",
-                    "later",
-                    to_micros(run.wake_at),
-                    to_micros(now),
-                    None,
-                    hot.dumps(run.to_dict()),
-                )
-            )
-            wakes.append((to_micros(run.wake_at), contact))
+        indexes = range(start, min(count, start + chunk))
+        runs = [waiting_run(i, now, due_at if i < due else far, prefix) for i in indexes]
+        wakes = [(row[7], row[4]) for row in runs]
         with store.engine.begin() as conn:
             hot.RUN_UPSERT.run(conn, runs)
             conn.exec_driver_sql(wake_sql, wakes)

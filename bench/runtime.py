@@ -165,43 +165,16 @@ def lone_timer_lag(dbs: Databases, backend: str, samples: int, log: Path) -> flo
 
 
 def seed_waiting_runs_one(store: object, index: int, now: datetime, due_at: datetime) -> None:
-    from common import hot, to_micros
+    """Contact c{index}: one waiting run that falls due at ``due_at``."""
+    from common import hot, waiting_run
 
-    from flowmail.engine.state import Event, Run, RunStatus, stable_hash
-
-    contact = f"c{index}"
-    trigger = Event(contact, "signup", now, {}, id=f"lone-{index}")
-    run = Run(
-        id=stable_hash("run", "welcome", contact, trigger.id),
-        workflow_id="welcome",
-        version=1,
-        contact_id=contact,
-        started_at=now,
-        trigger=trigger,
-        status=RunStatus.WAITING,
-        step="later",
-        path=["hello", "later"],
-        wake_at=due_at,
-    )
+    row = waiting_run(index, now, due_at, "lone")
     dialect = store.dialect  # type: ignore[attr-defined]
     with store.engine.begin() as conn:  # type: ignore[attr-defined]
-        row = (
-            "default",
-            run.id,
-            "welcome",
-            1,
-            contact,
-            "waiting",
-            "later",
-            to_micros(due_at),
-            to_micros(now),
-            None,
-            hot.dumps(run.to_dict()),
-        )
         hot.RUN_UPSERT.run(conn, [row])
         conn.exec_driver_sql(
             hot.for_dialect("UPDATE contacts SET wake_at = ? WHERE id = ?", dialect),
-            (to_micros(due_at), contact),
+            (row[7], row[4]),
         )
 
 

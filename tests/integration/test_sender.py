@@ -33,6 +33,7 @@ from flowmail.delivery.setup import template_source
 from flowmail.runtime.actions import RetryPolicy
 from flowmail.runtime.service import apply_workflow
 from flowmail.runtime.worker import Worker
+from flowmail.store import feedback
 from flowmail.store import messages as queue
 from flowmail.store import schema as t
 from flowmail.store.records import InboundEvent
@@ -201,7 +202,7 @@ def test_skips_and_deferrals_are_recorded_with_their_reasons(
 ) -> None:
     clock = VirtualClock(T0)
     queue.add_suppression(store, "default", "Gone@Example.com", "unsubscribed", "test", T0)
-    queue.set_consent(store, "default", "c2", "newsletter", "unsubscribed", T0)
+    feedback.set_consent(store, "default", "c2", "newsletter", "unsubscribed", "test", T0)
     put(
         store,
         {"id": "gone", "to": "gone@example.com", "contact": "c3"},

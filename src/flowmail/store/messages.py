@@ -483,38 +483,6 @@ def add_suppression(
         _suppress(store, conn, [(workspace_id, address, reason, source)], now)
 
 
-def set_consent(
-    store: SqlStore,
-    workspace_id: str,
-    contact_id: str,
-    topic: str,
-    status: str,
-    now: datetime,
-    source: str | None = None,
-) -> None:
-    stmt = _upsert(store, t.consents).values(
-        workspace_id=workspace_id,
-        contact_id=contact_id,
-        topic=topic,
-        status=status,
-        at=now,
-        source=source,
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["workspace_id", "contact_id", "topic"],
-        set_={
-            "status": stmt.excluded.status,
-            "at": stmt.excluded.at,
-            "source": stmt.excluded.source,
-        },
-    )
-    with store.engine.begin() as conn:
-        conn.execute(stmt)
-
-
-# --- looking and requeueing ------------------------------------------------------------
-
-
 def next_due(store: SqlStore, *, resend_unknown: bool = True) -> datetime | None:
     """When the earliest waiting message falls due (for sleeping until then)."""
     m = t.messages
