@@ -344,3 +344,87 @@ heartbeats = sa.Table(
     sa.Column("seen_at", Moment, nullable=False),
     sa.Column("info", JSON, nullable=False),
 )
+
+# --- analytics -----------------------------------------------------------------------
+
+stats = sa.Table(
+    "stats",
+    metadata,
+    _ws(),
+    sa.Column("workflow_id", sa.String(200), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("step_id", sa.String(200), nullable=False),  # "" for the workflow as a whole
+    sa.Column("metric", sa.String(32), nullable=False),  # run:<action>, msg:<kind>, ...
+    sa.Column("label", sa.String(500), nullable=False),  # "" or a link, a skip code, a target
+    sa.Column("bucket", Moment, nullable=False),  # the hour the counts fell in
+    sa.Column("shard", sa.Integer, nullable=False),  # spreads concurrent writers' row locks
+    sa.Column("value", sa.BigInteger, nullable=False),
+    sa.PrimaryKeyConstraint(
+        "workspace_id", "workflow_id", "version", "step_id", "metric", "label", "bucket", "shard"
+    ),
+)
+
+conversions = sa.Table(
+    "conversions",
+    metadata,
+    sa.Column(
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    _ws(),
+    sa.Column("event_id", sa.String(200), nullable=False),  # events.id of the goal event
+    sa.Column("contact_id", sa.String(200), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("at", Moment, nullable=False),
+    sa.Column("value", sa.Float, nullable=False),  # revenue; 0 without a revenue/value
+    sa.Column("message_id", sa.String(64), nullable=False),  # the email credited
+    sa.Column("workflow_id", sa.String(200), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("step_id", sa.String(200), nullable=False),
+    sa.Column("touch", sa.String(8), nullable=False),  # sent or click
+    sa.UniqueConstraint("workspace_id", "event_id", name="uq_conversions_event"),
+    sa.Index("ix_conversions_workflow", "workspace_id", "workflow_id", "at"),
+)
+
+split_winners = sa.Table(
+    "split_winners",
+    metadata,
+    _ws(),
+    sa.Column("workflow_id", sa.String(200), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("step_id", sa.String(200), nullable=False),
+    sa.Column("target", sa.String(200), nullable=False),
+    sa.Column("decided_at", Moment, nullable=False),
+    sa.Column("detail", JSON, nullable=False),  # the rates and p-value it was decided on
+    sa.PrimaryKeyConstraint("workspace_id", "workflow_id", "version", "step_id"),
+)
+
+health_samples = sa.Table(
+    "health_samples",
+    metadata,
+    sa.Column("at", Moment, primary_key=True),  # one per minute, whichever process takes it
+    sa.Column("values", JSON, nullable=False),
+)
+
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column(
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    _ws(),
+    sa.Column("kind", sa.String(32), nullable=False),  # queue_depth lag error_rate ...
+    sa.Column("subject", sa.String(200), nullable=False),  # "" or the workflow concerned
+    sa.Column("status", sa.String(16), nullable=False),  # firing or resolved
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("threshold", sa.Float, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("started_at", Moment, nullable=False),
+    sa.Column("resolved_at", Moment),
+    sa.Index("ix_alerts_status", "status", "kind", "subject"),
+)
