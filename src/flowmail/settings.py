@@ -168,6 +168,55 @@ class Settings(BaseSettings):
         default=365, ge=30, description="Days an email's unsubscribe link keeps working"
     )
 
+    # --- analytics and alerts ---------------------------------------------------------
+    conversion_events: list[str] = Field(
+        default_factory=lambda: ["purchase", "order_completed"],
+        description="Events credited to emails as conversions (besides workflow goals)",
+    )
+    attribution_hours: float = Field(
+        default=72.0, gt=0, description="Hours after a send or click that a conversion counts"
+    )
+    attribution_model: str = Field(
+        default="last",
+        pattern="^(last|first)$",
+        description="Which email in the window gets the credit: last or first touch",
+    )
+    automated_open_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="Opens this soon after sending count as automated (proxy prefetch)",
+    )
+    alert_queue_depth: int = Field(
+        default=10_000, ge=1, description="Pending events or due messages that raise an alert"
+    )
+    alert_lag_seconds: float = Field(
+        default=300.0, gt=0, description="Age of the oldest unprocessed event that raises one"
+    )
+    alert_error_rate: float = Field(
+        default=0.05, ge=0, le=1, description="Failed runs or messages per ended or sent"
+    )
+    alert_bounce_rate: float = Field(
+        default=0.05, ge=0, le=1, description="Bounces per delivered email (last 24 h)"
+    )
+    alert_min_volume: int = Field(
+        default=100, ge=1, description="Emails or runs in the window before rates can alert"
+    )
+    alert_webhook_url: str = Field(
+        default="", description="Alerts are POSTed here as JSON when they fire and resolve"
+    )
+    health_sample_seconds: float = Field(
+        default=60.0, gt=0, description="How often a health sample is taken for the charts"
+    )
+
+    # --- dashboard ----------------------------------------------------------------------
+    dashboard_session_hours: float = Field(
+        default=12.0, gt=0, description="How long a dashboard login lasts"
+    )
+    dev_mailbox: str = Field(
+        default="",
+        description="Folder of the local SMTP sink's caught emails, shown at /ui/mailbox",
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,
