@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import typer
 
-from flowmail.cli import db, keys, messages, sender, serve, simulate, templates, worker, workflows
+from flowmail.cli import (
+    contacts,
+    db,
+    events,
+    keys,
+    messages,
+    sender,
+    serve,
+    simulate,
+    templates,
+    worker,
+    workflows,
+)
 
 app = typer.Typer(
     name="flowmail",
@@ -18,6 +30,8 @@ app.add_typer(templates.app, name="templates")
 app.add_typer(messages.app, name="messages")
 app.add_typer(keys.app, name="keys")
 app.add_typer(db.app, name="db")
+app.add_typer(events.app, name="events")
+app.add_typer(contacts.app, name="contacts")
 app.command("simulate")(simulate.simulate)
 app.command("worker")(worker.worker)
 app.command("sender")(sender.sender)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import yaml
 
 from flowmail.cli.common import store_session
 from flowmail.cli.output import console, errors, fail, print_json
@@ -171,3 +173,75 @@ def migrate(
         )
     if stuck:
         raise typer.Exit(3)
+
+
+def _lines(definition: dict[str, Any]) -> list[str]:
+    return yaml.safe_dump(definition, sort_keys=False, allow_unicode=True).splitlines(True)
+
+
+def _step_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    before = {s.get("id"): s for s in old.get("steps", []) if isinstance(s, dict)}
+    after = {s.get("id"): s for s in new.get("steps", []) if isinstance(s, dict)}
+    return [
+        *(f"+ step {i}" for i in after if i not in before),
+        *(f"- step {i}" for i in before if i not in after),
+        *(f"~ step {i}" for i in after if i in before and after[i] != before[i]),
+    ]
+
+
+@app.command()
+def diff(
+    target: Annotated[str, typer.Argument(help="A workflow file, or a stored workflow's id.")],
+    from_version: Annotated[
+        int | None, typer.Option("--from", help="Stored version to compare from.")
+    ] = None,
+    to_version: Annotated[
+        int | None, typer.Option("--to", help="Stored version to compare to (with an id).")
+    ] = None,
+    workspace: Annotated[str, typer.Option(help="Workspace id.")] = DEFAULT_WORKSPACE,
+) -> None:
+    """Show what changed between a file and the stored workflow, or two versions.
+
+    A file is compared with the stored current version (what `apply` would change); an
+    id compares two stored versions (default: the current one and the one before).
+    Exit 0 when equal, 1 when they differ."""
+    path = Path(target)
+    from_file: dict[str, Any] | None = None
+    workflow_id = target
+    if path.exists():
+        try:
+            workflow_id = load_workflow(path).id
+        except WorkflowInvalid as exc:
+            fail(str(exc), 2)
+        from_file = read_document(path)
+    with store_session() as (_config, store):
+        row = next((r for r in store.workflow_rows(workspace) if r.id == workflow_id), None)
+        if row is None and from_file is None:
+            fail(f"no workflow {workflow_id!r} and no file of that name", 2)
+        current = row.version if row else 0
+
+        def stored(version: int) -> dict[str, Any]:
+            if version == 0:
+                return {}
+            found = store.workflow_definition(workspace, workflow_id, version)
+            if found is None:
+                fail(f"{workflow_id} has no version {version}", 2)
+            return found
+
+        if from_file is not None:
+            old_version = from_version or current
+            old, new, new_name = stored(old_version), from_file, str(path)
+        else:
+            new_version = to_version or current
+            old_version = new_version - 1 if from_version is None else from_version
+            old, new = stored(old_version), stored(new_version)
+            new_name = f"{workflow_id} v{new_version}"
+    old_name = f"{workflow_id} v{old_version}" if old_version else "(nothing stored)"
+    if old == new:
+        console.print(f"{old_name} and {new_name} are the same")
+        return
+    for line in _step_changes(old, new):
+        console.print(line, markup=False)
+    changes = difflib.unified_diff(_lines(old), _lines(new), old_name, new_name)
+    typer.echo("".join(changes), nl=False)
+    raise typer.Exit(1)
