@@ -14,6 +14,7 @@ from flowmail.cli import (
     serve,
     simulate,
     templates,
+    up,
     worker,
     workflows,
 )
@@ -36,6 +37,7 @@ app.command("simulate")(simulate.simulate)
 app.command("worker")(worker.worker)
 app.command("sender")(sender.sender)
 app.command("serve")(serve.serve)
+app.command("up")(up.up)
 
 
 def main() -> None:
