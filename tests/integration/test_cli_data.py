@@ -238,3 +238,12 @@ def test_workflows_diff(cli: Invoke, tmp_path: Path) -> None:
     assert "are the same" in _flat(cli("workflows", "diff", "drip", "--from", "2"))
     cli("workflows", "diff", "drip", "--from", "7", code=2)
     cli("workflows", "diff", "nothing-here", code=2)
+
+
+def test_bench_needs_a_checkout(cli: Invoke, tmp_path: Path) -> None:
+    out = cli("bench", "--script", str(tmp_path / "run.py"), code=2)
+    assert "run this from a flowmail source checkout" in _flat(out)
+    script = tmp_path / "run.py"
+    script.write_text("import sys\nprint('ARGS', sys.argv[1:])\nsys.exit(3)\n")
+    ran = cli("bench", "--quick", "--only", "api", "--script", str(script), code=3)
+    assert ran.exit_code == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from flowmail.cli import (
+    bench,
     contacts,
     db,
     events,
@@ -38,6 +39,7 @@ app.command("worker")(worker.worker)
 app.command("sender")(sender.sender)
 app.command("serve")(serve.serve)
 app.command("up")(up.up)
+app.command("bench")(bench.bench)
 
 
 def main() -> None:
