@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/flowmail simulate examples/welcome_series.scenario.yaml
+	$(BIN)/flowmail up
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
@@ -26,6 +26,7 @@ unit: $(STAMP)
 
 test: $(STAMP) lint
 	scripts/ensure-postgres.sh
+	scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest -q -n 2 --durations=10
 
 bench: $(STAMP)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-from datetime import timedelta
 
 from flowmail.clock import Clock, SystemClock
 from flowmail.runtime.worker import Worker, WorkerOptions
@@ -39,11 +38,5 @@ def load_plugins(settings: Settings) -> None:
 
 
 def make_worker(settings: Settings, store: SqlStore, clock: Clock | None = None) -> Worker:
-    options = WorkerOptions(
-        batch=settings.worker_batch,
-        lease=timedelta(seconds=settings.lease_seconds),
-        poll=settings.poll_seconds,
-        default_timezone=settings.default_timezone,
-        retention=timedelta(days=settings.retention_days),
-    )
+    options = WorkerOptions.from_settings(settings)
     return Worker(store, clock or SystemClock(), options)

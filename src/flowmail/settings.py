@@ -42,6 +42,10 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Python modules imported at start, to register predicates and content",
     )
+    replay_event_time: bool = Field(
+        default=False,
+        description="Decide each past-stamped event at its own time (backfills, demos)",
+    )
     retention_days: int = Field(
         default=90, ge=1, description="Processed events and journal rows older are pruned"
     )

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from flowmail.api import create_app
+from flowmail.api.app import create_app
 from flowmail.clock import VirtualClock
 from flowmail.settings import Settings
 from flowmail.store.keys import Role, create_key

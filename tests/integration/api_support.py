@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from flowmail.api import create_app
+from flowmail.api.app import create_app
 from flowmail.clock import VirtualClock
 from flowmail.settings import Settings
 from flowmail.store.keys import Role, create_key

@@ -13,7 +13,7 @@ from fastapi import APIRouter
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from flowmail.api import create_app
+from flowmail.api.app import create_app
 from flowmail.clock import VirtualClock
 from flowmail.settings import Settings
 from flowmail.store.sql import SqlStore

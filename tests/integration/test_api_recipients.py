@@ -296,6 +296,7 @@ def _engagements(store: SqlStore, kind: str) -> list[dict[str, Any]]:
 
 def test_the_open_pixel_records_every_open_and_tells_the_engine_once(api: Api) -> None:
     path = f"/o/{sign(SECRET, 'open', {'m': 'm-1'})}.gif"
+    api.clock.advance(timedelta(minutes=5))  # at the instant of sending it looks automated
     for _ in range(2):
         response = api.client.get(path, headers={"user-agent": "MailClient/1.0"})
         assert response.status_code == 200

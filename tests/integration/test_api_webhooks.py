@@ -628,7 +628,7 @@ def test_published_provider_samples_resolve_by_message_id(hooks: Hooks) -> None:
 
 
 def test_sendgrid_batches_apply_each_event(hooks: Hooks) -> None:
-    sent_message(hooks.store, "m-1")
+    sent_message(hooks.store, "m-1", sent_at=T0 - timedelta(minutes=5))  # not opened at once
     events = [
         _sg_event(),
         _sg_event(event="open", sg_event_id="sg-evt-2"),

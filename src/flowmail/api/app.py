@@ -1,6 +1,7 @@
 """The application factory: ``create_app(settings, store, clock)``.
 
-Routers live one per module; to add a group of endpoints, write a module with an
+Routers live one per module (the dashboard's pages under ``/ui`` are added by
+:func:`flowmail.dashboard.install`); to add a group of endpoints, write a module with an
 ``APIRouter`` whose endpoints depend on :data:`~flowmail.api.auth.AdminKey` (or
 ``IngestKey``) and :data:`~flowmail.api.context.Ctx`, and add it to :data:`ROUTERS`
 (or pass it in ``routers``). A path whose bodies may be larger or must be smaller than
@@ -15,9 +16,10 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
-from flowmail import __version__
+from flowmail import __version__, dashboard
 from flowmail.api import (
     contacts,
+    devmail,
     health,
     ingest,
     messages,
@@ -50,6 +52,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     webhooks.router,
     recipients.router,
     privacy.router,
+    devmail.router,
 )
 
 # /metrics is ours; FastAPI versions with OpenTelemetry hooks look for a provider on
@@ -95,6 +98,7 @@ def create_app(
     install_handlers(app)
     for router in (*ROUTERS, *routers):
         app.include_router(router)
+    dashboard.install(app)  # /ui: pages for people, left out of the OpenAPI document
     # the last added runs first: CatchAll, then the timer, then the size limit
     app.add_middleware(BodyLimit, limit_for=context.body_limit)
     app.add_middleware(RequestTimer, metrics=metrics)

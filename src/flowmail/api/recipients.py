@@ -11,7 +11,9 @@ the only authority.
   token already in its URL, which one-click unsubscribe honours by design.
 - ``GET /o/{token}.gif``: the open pixel; ``GET /c/{token}``: a 302 to the signed URL,
   and only to it. Both record a delivery event (every hit; the engine hears of the first
-  open and the first click of each message).
+  open and the first click of each message). An open that looks machine-made (a
+  prefetcher's or scanner's user agent, or within ``automated_open_seconds`` of sending)
+  is marked ``automated``, counted apart and not fed to the engine.
 - ``GET /confirm/{token}``: confirms a pending double opt-in.
 
 A forged, altered or foreign token, an unknown contact, and an unsubscribe link older
@@ -332,6 +334,7 @@ def _record(
             ctx.clock.now(),
             url=url,
             user_agent=request.headers.get("user-agent"),
+            automated_within=timedelta(seconds=ctx.settings.automated_open_seconds),
         )
     except Exception:  # a recording failure must never break the pixel or the link
         log.exception("could not record %s of message %s", kind, message.id)

@@ -8,12 +8,15 @@ from flowmail.cli import (
     bench,
     contacts,
     db,
+    demo,
     events,
     keys,
     messages,
+    report,
     sender,
     serve,
     simulate,
+    sink,
     templates,
     up,
     worker,
@@ -40,6 +43,9 @@ app.command("sender")(sender.sender)
 app.command("serve")(serve.serve)
 app.command("up")(up.up)
 app.command("bench")(bench.bench)
+app.command("sink")(sink.sink)
+app.command("demo")(demo.demo)
+app.command("report")(report.report)
 
 
 def main() -> None:

@@ -6,9 +6,7 @@ import logging
 from typing import Annotated
 
 import typer
-import uvicorn
 
-from flowmail.api import create_app
 from flowmail.bootstrap import load_plugins
 from flowmail.cli.common import store_session
 from flowmail.cli.output import fail
@@ -25,6 +23,10 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the HTTP API (ingest, management, health, metrics) until stopped."""
+    import uvicorn  # here: the other commands start faster without the web stack
+
+    from flowmail.api.app import create_app
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     with store_session() as (config, store):

@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,7 +23,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.panel import Panel
 
 from flowmail.cli.common import store_session
 from flowmail.cli.output import console, fail
@@ -81,6 +81,8 @@ def child_env(folder: Path, api_port: int, smtp_port: int, mailbox: Path) -> dic
         "FLOWMAIL_POSTAL_ADDRESS": DEMO_POSTAL_ADDRESS,
         "FLOWMAIL_SECRET_KEY": state["secret_key"],
         "FLOWMAIL_GENERIC_WEBHOOK_SECRET": state["webhook_secret"],
+        # a demo's history (events stamped days ago) plays out as it would have
+        "FLOWMAIL_REPLAY_EVENT_TIME": "true",
     }
     for name, value in defaults.items():
         env.setdefault(name, value)
@@ -129,6 +131,23 @@ def _start(env: dict[str, str], smtp_port: int, mailbox: Path) -> list[Child]:
     ]
 
 
+def _wait_ready(children: list[Child], ports: Sequence[int], seconds: float = 60.0) -> None:
+    """Until every port answers: the banner's curl line must work when it is shown."""
+    deadline = time.monotonic() + seconds
+    waiting = list(ports)
+    while waiting:
+        dead = next((c for c in children if c.process.poll() is not None), None)
+        if dead is not None or time.monotonic() > deadline:
+            _stop(children)
+            what = f"the {dead.name} process stopped" if dead else "the services did not start"
+            fail(f"{what}; see the output above")
+        try:
+            socket.create_connection(("127.0.0.1", waiting[0]), timeout=0.5).close()
+            waiting.pop(0)
+        except OSError:
+            time.sleep(0.1)
+
+
 def _stop(children: list[Child]) -> None:
     for child in children:
         if child.process.poll() is None:
@@ -143,6 +162,7 @@ def _stop(children: list[Child]) -> None:
 
 
 def _banner(api_port: int, token: str, mailbox: Path) -> None:
+    """What to do next. Plain lines (no box): the curl command must copy and paste whole."""
     url = f"http://127.0.0.1:{api_port}"
     body = (
         '{"batch": [{"type": "identify", "userId": "alice", "traits": '
@@ -150,27 +170,26 @@ def _banner(api_port: int, token: str, mailbox: Path) -> None:
         '"subscription_source": "newsletter_signup"}}, '
         '{"type": "track", "userId": "alice", "event": "user_registered"}]}'
     )
-    console.print(
-        Panel.fit(
-            f"[bold]flowmail is up[/]\n\n"
-            f"dashboard   {url}/ui\n"
-            f"API         {url}/docs\n"
-            f"admin key   {token}\n"
-            f"mailbox     {mailbox}  (and {url}/ui/mailbox)\n\n"
-            f"Send an event:\n\n"
-            f"curl -s {url}/v1/batch -H 'Authorization: Bearer {token}' \\\n"
-            f"  -H 'Content-Type: application/json' \\\n"
-            f"  -d '{body}'\n\n"
-            f"Ctrl-C stops everything.",
-            title="flowmail up",
-        ),
-        soft_wrap=True,
+    typer.echo(
+        f"\nflowmail is up\n"
+        f"  dashboard  {url}/ui/  (log in with the admin key)\n"
+        f"  API docs   {url}/docs\n"
+        f"  admin key  {token}\n"
+        f"  mailbox    {mailbox}  (and {url}/ui/mailbox)\n\n"
+        f"Send an event (Alice signs up; the welcome email lands in the mailbox):\n"
+        f"curl -s {url}/v1/batch -H 'Authorization: Bearer {token}' "
+        f"-H 'Content-Type: application/json' -d '{body}'\n\n"
+        f"Ctrl-C stops everything.\n"
     )
 
 
 def up(
-    api_port: Annotated[int, typer.Option(help="Port of the API and dashboard.")] = 8025,
-    smtp_port: Annotated[int, typer.Option(help="Port of the local SMTP sink.")] = 1025,
+    api_port: Annotated[
+        int, typer.Option(help="Port of the API and dashboard.", envvar="FLOWMAIL_API_PORT")
+    ] = 8025,
+    smtp_port: Annotated[
+        int, typer.Option(help="Port of the local SMTP sink.", envvar="FLOWMAIL_SMTP_PORT")
+    ] = 1025,
     examples: Annotated[Path, typer.Option(help="Folder of workflows to apply (*.yaml).")] = Path(
         "examples"
     ),
@@ -198,6 +217,7 @@ def up(
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    _wait_ready(children, (smtp_port, api_port))
     _banner(api_port, token, mailbox)
     failed: Child | None = None
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -144,7 +144,7 @@ def proceed(work: Pass, version: Version, run: Run, step_id: str) -> None:
         run.step = step_id
         run.path.append(step_id)
         try:
-            following = _execute(work, workflow, run, step)
+            following = _execute(work, version, run, step)
         except (TemplateError, LookupError, ValueError) as exc:
             return end_run(work, run, RunStatus.FAILED, f"step {step_id}: {exc}")
         if following is None:
@@ -157,8 +157,9 @@ def _next(workflow: Workflow, step: StepBase) -> str:
     return step.next or workflow.successor(step.id)
 
 
-def _execute(work: Pass, workflow: Workflow, run: Run, step: StepBase) -> str | None:
+def _execute(work: Pass, version: Version, run: Run, step: StepBase) -> str | None:
     """Run one step: returns the next step id, or None when the run waits or ended."""
+    workflow = version.workflow
     match step:
         case EmailStep():
             _email(work, workflow, run, step)
@@ -185,9 +186,12 @@ def _execute(work: Pass, workflow: Workflow, run: Run, step: StepBase) -> str | 
                     return case.target
             work.record(run, step.id, "branch", case=None, then=_next(workflow, step))
         case SplitStep():
-            target = _split(workflow, run, step)
+            target, by_winner = _split(workflow, version.winners, run, step)
             run.variants[step.id] = target
-            work.record(run, step.id, "split", then=target)
+            if by_winner:
+                work.record(run, step.id, "split", then=target, winner=True)
+            else:
+                work.record(run, step.id, "split", then=target)
             return target
         case UpdateStep():
             values = {k: _render_value(work, workflow, run, v) for k, v in step.update.items()}
@@ -279,14 +283,26 @@ def _wake_time(work: Pass, run: Run, step: WaitStep) -> datetime:
     return window_open_at(work.now, hours.start, hours.end, hours.days, tz)
 
 
-def _split(workflow: Workflow, run: Run, step: SplitStep) -> str:
+def _split(
+    workflow: Workflow, winners: Mapping[str, str], run: Run, step: SplitStep
+) -> tuple[str, bool]:
+    """The arm a run takes, and whether the split's decided winner chose it. A run keeps
+    the arm it took before (a loop back to the split); otherwise a decided winner takes
+    every run; otherwise the arm comes from a stable hash of the contact, by weight."""
+    arms = [case.then for case in step.split]
+    taken = run.variants.get(step.id)
+    if taken in arms:
+        return taken, False
+    winner = winners.get(step.id)
+    if winner in arms:
+        return winner, True
     total = sum(case.weight for case in step.split)
     point = bucket(workflow.id, step.id, run.contact_id) / 100 * total
     for case in step.split:
         point -= case.weight
         if point < 0:
-            return case.then
-    return step.split[-1].then
+            return case.then, False
+    return step.split[-1].then, False
 
 
 def _render_value(work: Pass, workflow: Workflow, run: Run, value: Any) -> Any:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
@@ -20,11 +20,18 @@ class Mode(StrEnum):
     ARCHIVED = "archived"
 
 
+Winners = Mapping[str, Mapping[str, str]]  # workflow id -> split step id -> winning target
+
+
 @dataclass(frozen=True)
 class Version:
+    """A workflow version as the engine runs it. ``winners`` are the decided A/B winners of
+    its split steps (split step id -> target): new runs at such a split take the winner."""
+
     workflow: Workflow
     number: int = 1
     mode: Mode = Mode.ACTIVE
+    winners: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     @property
     def id(self) -> str:
@@ -46,10 +53,12 @@ class Catalog(Protocol):
 
 
 class StaticCatalog:
-    """A catalog of fixed workflows, each at version 1 (the simulator's)."""
+    """A catalog of fixed workflows, each at version 1 (the simulator's), with the split
+    winners a scenario may set."""
 
-    def __init__(self, workflows: Iterable[Workflow]) -> None:
-        self._versions = {w.id: Version(w) for w in workflows}
+    def __init__(self, workflows: Iterable[Workflow], winners: Winners | None = None) -> None:
+        winners = winners or {}
+        self._versions = {w.id: Version(w, winners=dict(winners.get(w.id, {}))) for w in workflows}
 
     def enrolling(self) -> Sequence[Version]:
         return [v for v in self._versions.values() if v.mode == Mode.ACTIVE]

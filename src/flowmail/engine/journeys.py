@@ -63,6 +63,8 @@ def on_event(contact: Contact, runs: Sequence[Run], event: Event, ctx: Context) 
                 _observe(work, version, mine, event)
             except LookupError as exc:  # an unknown predicate in goal, exit_when or wait_for
                 end_run(work, mine, RunStatus.FAILED, str(exc))
+    if event.name in ENGAGEMENT_EVENTS:
+        _observe_ended(work, runs, event)
     for version in ctx.catalog.enrolling():
         try:
             triggered = matches(version.workflow, before, work.scope(None, event), work.default_tz)
@@ -97,6 +99,17 @@ def _observe(work: Pass, version: Version, run: Run, event: Event) -> None:
         work.save(run)
 
 
+def _observe_ended(work: Pass, runs: Sequence[Run], event: Event) -> None:
+    """An open or click of an ended run's email is still noted (the last email of a run is
+    mostly read after the run ended): the split statistics count it."""
+    for run in runs:
+        if run.status.ended and _engaged_step(run, event) is not None:
+            mine = run.copy()
+            if _engagement(mine, event):
+                work.record(mine, event.properties.get("step"), event.name.removeprefix("email_"))
+                work.save(mine)
+
+
 def _after(version: Version, step_id: str) -> str:
     step = version.workflow.step(step_id)
     return step.next or version.workflow.successor(step_id)
@@ -110,16 +123,24 @@ def _awaited(step: WaitForStep, run: Run, scope: Scope) -> bool:
     return step.wait_for.where is None or evaluate(step.wait_for.where, scope)
 
 
-def _engagement(run: Run, event: Event) -> bool:
-    """Note an open or click of this run's email; True if it is new."""
-    if event.name not in ENGAGEMENT_EVENTS:
-        return False
+def _engaged_step(run: Run, event: Event) -> str | None:
+    """The step of this run whose email an open or click event is about, if any."""
     props = event.properties
     step = props.get("step")
     message = props.get("message_id")
     if message and message in run.emails.values():
-        step = next(s for s, key in run.emails.items() if key == message)
-    elif step not in run.emails or props.get("workflow", run.workflow_id) != run.workflow_id:
+        return next(s for s, key in run.emails.items() if key == message)
+    if step not in run.emails or props.get("workflow", run.workflow_id) != run.workflow_id:
+        return None
+    return str(step)
+
+
+def _engagement(run: Run, event: Event) -> bool:
+    """Note an open or click of this run's email; True if it is new."""
+    if event.name not in ENGAGEMENT_EVENTS:
+        return False
+    step = _engaged_step(run, event)
+    if step is None:
         return False
     kind = event.name.removeprefix("email_")
     seen = run.engaged.setdefault(step, [])

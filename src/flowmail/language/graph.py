@@ -58,6 +58,8 @@ def check_graph(workflow: Workflow) -> list[Problem]:
                 problems.append(Problem(f"goes to unknown step {target!r}", step.id))
         if isinstance(step, BranchStep):
             problems.extend(_check_branch(step))
+        if isinstance(step, SplitStep) and step.winner is not None:
+            problems.extend(_check_winner(workflow, step))
     if problems:
         return problems
     reachable = _reachable(workflow)
@@ -77,6 +79,21 @@ def _check_branch(step: BranchStep) -> list[Problem]:
         problems.append(Problem("'else' must be the last case of a branch", step.id))
     if step.next is not None:
         problems.append(Problem("a branch goes where its cases say; remove 'next'", step.id))
+    return problems
+
+
+def _check_winner(workflow: Workflow, step: SplitStep) -> list[Problem]:
+    """A winner is an arm, told apart by its target: it needs two arms with distinct ones."""
+    problems = []
+    targets = [case.then for case in step.split]
+    if len(set(targets)) < 2 or len(set(targets)) != len(targets):
+        message = "a split with a winner rule needs two or more arms, each to a different step"
+        problems.append(Problem(message, step.id))
+    rule = step.winner
+    if rule is not None and rule.metric == "converted" and workflow.goal is None:
+        problems.append(
+            Problem("winner metric 'converted' needs a workflow goal (or use 'clicked')", step.id)
+        )
     return problems
 
 

@@ -271,8 +271,18 @@ class SplitCase(Model):
     name: str | None = None
 
 
+class WinnerRule(Model):
+    """Send every new run down the best arm once it is significantly better than each of the
+    others (a pooled two-proportion z-test on ``metric``), with ``min_runs`` runs in every arm."""
+
+    metric: Literal["converted", "clicked"] = "converted"
+    confidence: float = Field(default=0.95, ge=0.5, lt=1)
+    min_runs: int = Field(default=100, ge=1)
+
+
 class SplitStep(StepBase):
     split: tuple[SplitCase, ...] = Field(min_length=1)
+    winner: WinnerRule | None = None
 
     def targets(self) -> list[str]:
         return [case.then for case in self.split] + super().targets()

@@ -9,6 +9,11 @@
   not know are counted as ignored.
 - :func:`record_engagement` does the same for our own open pixel and click redirects
   (every hit is recorded, for totals; the engine hears of the first of each kind).
+- An open that looks machine-made (:func:`flowmail.analytics.opens.automated_open`: the
+  provider says so, a prefetcher's or scanner's user agent, or sooner than
+  ``automated_open`` after sending) is recorded with ``detail.automated`` and counted
+  apart, and is not fed to the engine: it neither satisfies ``opened:`` conditions nor
+  adds to engagement scores. It still proves the delivery.
 - :func:`unsubscribe` records a recipient leaving topics, or every email.
 - :func:`check_complaints` computes a workflow's complaint rate after new complaints: an
   alert at ``alert_rate``, and at ``pause_rate`` the workflow is paused (drain) with the
@@ -27,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from flowmail.analytics.opens import automated_open
 from flowmail.engine.catalog import Mode
 from flowmail.engine.state import stable_hash
 from flowmail.runtime.service import pause
@@ -50,6 +56,7 @@ _STATUS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 _SUPPRESSION = {"complained": "complaint", "bounced": "hard_bounce"}
 MAX_TEXT = 1000  # characters of a remote server's words kept
+AUTOMATED_OPEN = timedelta(seconds=2)  # opens sooner after sending are automated
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,7 @@ class FeedbackOptions:
     pause_rate: float = 0.003
     min_volume: int = 1000
     window: timedelta = timedelta(days=7)
+    automated_open: timedelta = AUTOMATED_OPEN
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FeedbackOptions:
@@ -66,6 +74,7 @@ class FeedbackOptions:
             pause_rate=settings.complaint_pause_rate,
             min_volume=settings.complaint_min_volume,
             window=timedelta(days=settings.complaint_window_days),
+            automated_open=timedelta(seconds=settings.automated_open_seconds),
         )
 
 
@@ -137,7 +146,7 @@ def apply_events(
             applied.ignored += 1
             log.info("%s event %s about no known message: ignored", event.provider, event.kind)
             continue
-        changes.append(provider_change(message, event))
+        changes.append(provider_change(message, event, options.automated_open))
     results = sql.record_changes(store, changes, now) if changes else []
     complained: set[tuple[str, str]] = set()
     for change, result in zip(changes, results, strict=True):
@@ -152,7 +161,9 @@ def apply_events(
     return applied
 
 
-def provider_change(message: MessageRef, event: DeliveryEvent) -> Change:
+def provider_change(
+    message: MessageRef, event: DeliveryEvent, automated_within: timedelta = AUTOMATED_OPEN
+) -> Change:
     """What one provider event means for its message (pure)."""
     kind = event.kind
     status, status_from = _STATUS.get(kind, (None, ()))
@@ -181,19 +192,36 @@ def provider_change(message: MessageRef, event: DeliveryEvent) -> Change:
     if event.url:
         extra["url"] = event.url
     suffix = f":{event.bounce_type}" if kind == "bounced" else ""
+    automated = None
+    if kind == "opened":
+        automated = automated_open(
+            machine=event.machine,
+            user_agent=event.user_agent,
+            at=event.at,
+            sent_at=message.sent_at,
+            within=automated_within,
+        )
+    fed = kind in FED and automated is None
     return Change(
         message=message,
         kind=kind,
         at=event.at,
-        detail={k: v for k, v in detail.items() if v is not None},
+        detail=_marked({k: v for k, v in detail.items() if v is not None}, automated),
         provider_event_id=_bounded(f"{event.provider}:{event.provider_event_id}"),
         status=status,
         status_from=status_from,
         reason=reason if status in ("bounced", "complained") else None,
         suppress=suppress,
         consent=(message.topic, "unsubscribed", source) if kind == "unsubscribed" else None,
-        inbox=engine_event(message, kind, event.at, extra, suffix) if kind in FED else None,
+        inbox=engine_event(message, kind, event.at, extra, suffix) if fed else None,
     )
+
+
+def _marked(detail: dict[str, Any], automated: str | None) -> dict[str, Any]:
+    """An open's detail, marked ``automated`` (with the reason) if it looks machine-made."""
+    if automated is None:
+        return detail
+    return {**detail, "automated": True, "automated_by": automated}
 
 
 def engine_event(
@@ -238,9 +266,10 @@ def record_engagement(
     *,
     url: str | None = None,
     user_agent: str | None = None,
+    automated_within: timedelta = AUTOMATED_OPEN,
 ) -> Recorded:
     """Record an open (pixel) or a click (redirect); every hit counts, the engine hears
-    of the first of each kind."""
+    of the first of each kind (of an open, the first that is not automated)."""
     if kind not in ("opened", "clicked"):
         raise ValueError(f"not an engagement: {kind!r}")
     source = "pixel" if kind == "opened" else "redirect"
@@ -249,14 +278,23 @@ def record_engagement(
     if url is not None:
         extra["url"] = url
     status, status_from = _STATUS[kind]
+    automated = None
+    if kind == "opened":
+        automated = automated_open(
+            machine=None,
+            user_agent=user_agent,
+            at=now,
+            sent_at=message.sent_at,
+            within=automated_within,
+        )
     change = Change(
         message=message,
         kind=kind,
         at=now,
-        detail={k: v for k, v in detail.items() if v is not None},
+        detail=_marked({k: v for k, v in detail.items() if v is not None}, automated),
         status=status,
         status_from=status_from,
-        inbox=engine_event(message, kind, now, extra),
+        inbox=engine_event(message, kind, now, extra) if automated is None else None,
     )
     return sql.record_changes(store, [change], now)[0]
 

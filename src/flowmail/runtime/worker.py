@@ -15,11 +15,13 @@ import threading
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
+from flowmail.analytics import monitor
+from flowmail.analytics.splits import decide_winners
 from flowmail.clock import Clock
 from flowmail.delivery.addresses import clean_email
 from flowmail.engine.advance import end_run
@@ -39,8 +41,12 @@ from flowmail.engine.triggers import date_fire, next_tick
 from flowmail.language.models import DateTrigger, ScheduleTrigger
 from flowmail.runtime.catalog import StoreCatalog
 from flowmail.runtime.history import StoreHistory
+from flowmail.settings import Settings
+from flowmail.store.analytics import compact
+from flowmail.store.conversions import Attribution, Conversion, ConvertingResult, event_value
 from flowmail.store.notify import Listener
 from flowmail.store.records import PendingEvent, Unit, UnitResult
+from flowmail.store.splits import load_winners
 from flowmail.store.sql import SqlStore
 
 log = logging.getLogger("flowmail.worker")
@@ -58,6 +64,28 @@ class WorkerOptions:
     default_timezone: str = "UTC"
     retention: timedelta = timedelta(days=90)
     prune_every: timedelta = timedelta(hours=1)
+    conversion_events: tuple[str, ...] = ("purchase", "order_completed")  # and workflow goals
+    attribution: Attribution = field(default_factory=Attribution)
+    decide_every: timedelta = timedelta(minutes=1)  # split winner rules
+    replay_event_time: bool = False  # decide past-stamped events at their own time
+    monitor: Settings | None = None  # take health samples and evaluate alerts with these
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WorkerOptions:
+        return cls(
+            batch=settings.worker_batch,
+            lease=timedelta(seconds=settings.lease_seconds),
+            poll=settings.poll_seconds,
+            default_timezone=settings.default_timezone,
+            retention=timedelta(days=settings.retention_days),
+            conversion_events=tuple(settings.conversion_events),
+            attribution=Attribution(
+                timedelta(hours=settings.attribution_hours),
+                "first" if settings.attribution_model == "first" else "last",
+            ),
+            replay_event_time=settings.replay_event_time,
+            monitor=settings,
+        )
 
 
 class Worker:
@@ -75,6 +103,8 @@ class Worker:
         self._catalogs: dict[str, StoreCatalog] = {}
         self.processed = 0
         self._pruned_at: datetime | None = None
+        self._decided_at: datetime | None = None
+        self._conversion_events = frozenset(self.options.conversion_events)
 
     # --- one batch -------------------------------------------------------------------
 
@@ -105,8 +135,9 @@ class Worker:
 
     def _refresh_catalogs(self) -> None:
         rows = self.store.workflow_rows()
+        winners = load_winners(self.store)
         for workspace_id in {row.workspace_id for row in rows} | set(self._catalogs):
-            self.catalog(workspace_id).refresh(rows)
+            self.catalog(workspace_id).refresh(rows, winners.get(workspace_id, {}))
 
     def catalog(self, workspace_id: str) -> StoreCatalog:
         if workspace_id not in self._catalogs:
@@ -117,15 +148,27 @@ class Worker:
 
     # --- one contact -----------------------------------------------------------------
 
-    def handle(self, unit: Unit, now: datetime) -> UnitResult:
+    def handle(self, unit: Unit, now: datetime) -> ConvertingResult:
         """Run the engine over one contact's pending events, due wakes and date triggers,
         in time order (a worker that fell behind decides as a punctual one would have)."""
         catalog = self.catalog(unit.workspace_id)
         history = StoreHistory(self.store, unit.workspace_id, unit.contact.id, now)
         ctx = Context(now, history, catalog, self.options.default_timezone)
-        result = UnitResult(unit.workspace_id, unit.contact)
+        result = ConvertingResult(unit.workspace_id, unit.contact)
         runs: dict[str, Run] = {run.id: run for run in unit.runs}
         zone_before = unit.contact.timezone
+        # With replay_event_time, the engine decides at each item's own time (never before
+        # what the contact's runs already saw, never after now): a worker that fell behind,
+        # or events stamped in the past (a backfill, a demo), play out as a punctual worker
+        # would have run them. Without it, everything is decided now.
+        floor = max((r.started_at for r in unit.runs), default=None)
+        changed_at: list[datetime] = []
+
+        def at(moment: datetime) -> Context:
+            if not self.options.replay_event_time:
+                return ctx
+            when = min(moment, now)
+            return replace(ctx, now=when if floor is None else max(when, floor))
 
         def apply(decisions: Sequence[Decision]) -> None:
             _apply(result, runs, decisions, now)
@@ -146,7 +189,10 @@ class Worker:
 
         def handle_event(pending: PendingEvent) -> None:
             try:
-                apply(self._event(result, list(runs.values()), pending.kind, pending.event, ctx))
+                moment = at(pending.event.at)
+                apply(self._event(result, list(runs.values()), pending.kind, pending.event, moment))
+                if pending.event.traits:
+                    changed_at.append(moment.now)
                 result.processed.append((pending.seq, None))
             except Exception as exc:  # an engine bug must not block the contact forever
                 log.exception("event %s failed", pending.event.id)
@@ -181,7 +227,7 @@ class Worker:
             _, rank = min(options)
             if rank == _WAKE and wake is not None and wake.wake_at is not None:
                 woken.add((wake.id, wake.wake_at))
-                attempt(wake, partial(on_wake, result.contact, wake, ctx))
+                attempt(wake, partial(on_wake, result.contact, wake, at(wake.wake_at)))
             elif rank == _DATE:
                 fire_at, workflow_id = fires.popleft()
                 result.date_fires[workflow_id] = None
@@ -189,14 +235,17 @@ class Worker:
                 if version is not None:
                     live = list(runs.values())
                     attempt(
-                        None, partial(on_time_trigger, result.contact, live, version, fire_at, ctx)
+                        None,
+                        partial(
+                            on_time_trigger, result.contact, live, version, fire_at, at(fire_at)
+                        ),
                     )
             else:
                 handle_event(events.popleft())
         for run in sorted(runs.values(), key=lambda r: (r.started_at, r.id)):
             attempt(run, partial(tend, result.contact, [runs[run.id]], ctx))
         if result.contact_changed:
-            self._replan_dates(result, unit, catalog, now)
+            self._replan_dates(result, unit, catalog, min(changed_at, default=now))
         if result.contact.timezone != zone_before:
             self._add_zone(unit.workspace_id, result.contact.timezone, catalog, now)
         pending_fires = [
@@ -204,7 +253,18 @@ class Worker:
         ] + [at for at in result.date_fires.values() if at is not None]
         wakes = [r.wake_at for r in runs.values() if r.wake_at is not None and not r.status.ended]
         result.wake_at = min([*wakes, *pending_fires], default=None)
+        result.conversions = self._conversions(unit, catalog)
         return result
+
+    def _conversions(self, unit: Unit, catalog: StoreCatalog) -> list[Conversion]:
+        """The unit's events that are conversions, to credit (see store.conversions)."""
+        named, goals = self._conversion_events, catalog.goal_events()
+        rule = self.options.attribution
+        return [
+            Conversion(e.id, e.contact_id, e.name, e.at, event_value(e.properties), rule)
+            for e in (p.event for p in unit.events if p.kind == "track")
+            if e.name in named or e.name in goals
+        ]
 
     def _event(
         self, result: UnitResult, runs: list[Run], kind: str, event: Event, ctx: Context
@@ -284,14 +344,38 @@ class Worker:
         log.info("worker %s stopped after %d events", self.id, self.processed)
 
     def maintain(self, now: datetime) -> dict[str, int] | None:
-        """Prune processed events and journal rows past the retention, once in a while."""
+        """Decide split winners (once a minute), take the health sample and evaluate the
+        alerts (once per sample interval), and prune processed events and journal rows
+        past the retention (once in a while)."""
+        self.decide(now)
+        if self.options.monitor is not None:
+            try:
+                monitor.tick(self.store, self.options.monitor, now)
+            except Exception:  # monitoring must never stop the worker: try again next time
+                log.exception("taking a health sample or evaluating alerts failed")
         if self._pruned_at is not None and now - self._pruned_at < self.options.prune_every:
             return None
         self._pruned_at = now
+        compact(self.store, now)  # fold old hourly counter rows together
         pruned = self.store.prune(now - self.options.retention)
         if any(pruned.values()):
             log.info("pruned %s", pruned)
         return pruned
+
+    def decide(self, now: datetime) -> list[tuple[str, str, int, str, str]] | None:
+        """Evaluate the splits' winner rules, at most once per ``decide_every``."""
+        if self._decided_at is not None and now - self._decided_at < self.options.decide_every:
+            return None
+        self._decided_at = now
+        try:
+            decided = decide_winners(self.store, now)
+        except Exception:  # statistics must never stop the worker: try again next time
+            log.exception("deciding split winners failed")
+            return []
+        for workspace_id, workflow_id, version, step_id, target in decided:
+            where = f"split {step_id} of {workflow_id} v{version} ({workspace_id})"
+            log.info("%s: arm %s won", where, target)
+        return decided
 
     def _sleep(self, stop: threading.Event, listener: Listener | None) -> None:
         timeout = self.options.poll

@@ -28,7 +28,13 @@ def simulate_scenario(scenario: Scenario, workflows: list[Workflow]) -> Simulati
         quiet_hours=QuietHours.parse(config.quiet_hours),
         default_timezone=scenario.timezone,
     )
-    sim = Simulation(workflows, start=start, default_timezone=scenario.timezone, policy=policy)
+    sim = Simulation(
+        workflows,
+        start=start,
+        default_timezone=scenario.timezone,
+        policy=policy,
+        winners=scenario.winners,
+    )
     for suppression in scenario.suppressions:
         sim.suppress(suppression.email, suppression.reason, at=suppression.at)
     for consent in scenario.consents:

@@ -156,9 +156,10 @@ class Simulation:
         default_timezone: str = "UTC",
         predicates: Mapping[str, PredicateFn] | None = None,
         policy: rules.PolicyConfig | None = None,
+        winners: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.workflows = list(workflows)
-        self.catalog = StaticCatalog(self.workflows)
+        self.catalog = StaticCatalog(self.workflows, winners)
         self.start = utc(start)
         self.now = self.start
         self.default_timezone = default_timezone

@@ -17,7 +17,7 @@ from pydantic import (
 from flowmail.delivery.policy import QuietHours
 from flowmail.language.graph import Problem
 from flowmail.language.loader import WorkflowInvalid, load_workflow, parse_workflow, read_document
-from flowmail.language.models import Workflow
+from flowmail.language.models import SplitStep, Workflow
 from flowmail.language.types import AwareDatetime, TimeZone
 
 
@@ -92,6 +92,8 @@ class Scenario(_Model):
     suppressions: list[ScenarioSuppression] = Field(default_factory=list)
     consents: list[ScenarioConsent] = Field(default_factory=list)
     settings: ScenarioSettings = Field(default_factory=ScenarioSettings)
+    # decided A/B winners: workflow id -> split step id -> the arm's target step
+    winners: dict[str, dict[str, str]] = Field(default_factory=dict)
 
 
 class ScenarioInvalid(ValueError):
@@ -130,4 +132,26 @@ def load_scenario(path: str | Path) -> tuple[Scenario, list[Workflow]]:
         raise ScenarioInvalid(
             str(Problem(f"two workflows have the id {duplicates[0]!r}", None, str(path)))
         )
+    problems = _winner_problems(scenario, workflows, str(path))
+    if problems:
+        raise ScenarioInvalid("\n".join(str(p) for p in problems))
     return scenario, workflows
+
+
+def _winner_problems(scenario: Scenario, workflows: list[Workflow], file: str) -> list[Problem]:
+    """Each decided winner names a split step of a workflow and one of its arms."""
+    by_id = {w.id: w for w in workflows}
+    problems = []
+    for workflow_id, steps in scenario.winners.items():
+        workflow = by_id.get(workflow_id)
+        for step_id, target in steps.items():
+            where = f"winners: {workflow_id}.{step_id}"
+            if workflow is None or not workflow.has_step(step_id):
+                problems.append(Problem(f"{where}: no such workflow or step", None, file))
+                continue
+            step = workflow.step(step_id)
+            if not isinstance(step, SplitStep):
+                problems.append(Problem(f"{where}: not a split step", None, file))
+            elif target not in [case.then for case in step.split]:
+                problems.append(Problem(f"{where}: {target!r} is not one of its arms", None, file))
+    return problems

@@ -94,6 +94,7 @@ class MessageRef:
     topic: str
     status: str
     created_at: datetime
+    sent_at: datetime | None = None  # handed over (opens sooner after are automated)
 
 
 def _refs(conn: Connection, where: sa.ColumnElement[bool], limit: int) -> list[MessageRef]:
@@ -109,6 +110,7 @@ def _refs(conn: Connection, where: sa.ColumnElement[bool], limit: int) -> list[M
         m.c.topic,
         m.c.status,
         m.c.created_at,
+        m.c.sent_at,
     ).where(where)
     return [MessageRef(**row._mapping) for row in conn.execute(query.limit(limit))]
 

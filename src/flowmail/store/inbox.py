@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 
 from flowmail.engine.decisions import EnrollContact, Record, SendEmail
 from flowmail.engine.state import Contact, Event, Run
-from flowmail.store import hot
+from flowmail.store import conversions, hot, splits
 from flowmail.store import schema as t
 from flowmail.store.base import StoreBase, chunks, keys_match
 from flowmail.store.notify import CHANNEL
@@ -221,7 +221,8 @@ class InboxQueries(StoreBase):
         return [r.key for r in mine]
 
     def _write(self, conn: Connection, results: Sequence[UnitResult], now: datetime) -> None:
-        """The hot path: plain executemany with hand-written SQL (see :mod:`store.hot`)."""
+        """The hot path: plain executemany with hand-written SQL (see :mod:`store.hot`);
+        then conversions credited and split counters added (only batches that have any)."""
         micros = to_micros(now)
         runs: list[tuple[Any, ...]] = []
         journal: list[tuple[Any, ...]] = []
@@ -269,6 +270,8 @@ class InboxQueries(StoreBase):
         if inbox:
             self._insert_events(conn, inbox)
         self._write_date_fires(conn, results)
+        conversions.credit(conn, results)
+        splits.count(conn, results)
 
     def _write_date_fires(self, conn: Connection, results: Sequence[UnitResult]) -> None:
         d = t.date_triggers

@@ -175,7 +175,7 @@ journal = sa.Table(
     sa.Column("at", Moment, nullable=False),
     sa.Column("action", sa.String(32), nullable=False),
     sa.Column("detail", JSON, nullable=False),
-    sa.Index("ix_journal_run", "workspace_id", "run_id"),
+    sa.Index("ix_journal_run", "workspace_id", "run_id", "seq"),  # a run's previous row
     sa.Index("ix_journal_contact", "workspace_id", "contact_id"),
     sa.Index("ix_journal_at", "at"),
 )
@@ -362,6 +362,7 @@ stats = sa.Table(
     sa.PrimaryKeyConstraint(
         "workspace_id", "workflow_id", "version", "step_id", "metric", "label", "bucket", "shard"
     ),
+    sa.Index("ix_stats_metric", "workspace_id", "metric", "bucket"),  # charts across workflows
 )
 
 conversions = sa.Table(

@@ -22,7 +22,8 @@ The body is flowmail's own event format: one JSON object, or a JSON array of the
       "status": "5.1.1",                    # optional enhanced status code
       "reason": "550 5.1.1 user unknown",   # optional
       "id": "evt_123",                      # optional; else a hash of the event
-      "workflow_id": "...", "step_id": "...", "user_agent": "..."  # optional
+      "workflow_id": "...", "step_id": "...", "user_agent": "...",  # optional
+      "automated": true                     # opened only: a machine opened it (optional)
     }
 """
 
@@ -139,5 +140,6 @@ def _event(raw: dict[str, Any]) -> DeliveryEvent:
         url=c.text(raw.get("url")) if kind == "clicked" else None,
         user_agent=c.text(raw.get("user_agent")),
         reason=c.text(raw.get("reason")),
+        machine="automated" if kind == "opened" and raw.get("automated") is True else None,
         detail=raw,
     )

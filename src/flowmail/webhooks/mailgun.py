@@ -16,6 +16,8 @@ Mapping (https://documentation.mailgun.com/docs/mailgun/user-manual/webhooks/web
   enhanced code and SMTP code in ``delivery-status`` (:func:`classify_bounce`).
 * ``rejected`` (Mailgun refused the message itself) -> bounced, soft.
 * ``accepted`` and unknown events are skipped.
+* An open with ``client-info.bot`` set (``apple``, ``gmail``, ``generic``: Mailgun's "Open
+  and Click Bot Detection") has ``machine`` set.
 
 Our tags travel as user variables (``v:flowmail_message`` ...). Mailgun documents
 ``event-data.id`` as unique only "within a day", so the event id is that id joined with the
@@ -144,8 +146,16 @@ def _event(raw: dict[str, Any]) -> DeliveryEvent | None:
         url=c.text(raw.get("url")) if kind == "clicked" else None,
         user_agent=c.text(client.get("user-agent")) if isinstance(client, dict) else None,
         reason=reason,
+        machine=_bot(client) if kind == "opened" else None,
         detail=raw,
     )
+
+
+def _bot(client: Any) -> str | None:
+    """``client-info.bot`` ("Open and Click Bot Detection"): ``apple`` (Mail Privacy
+    Protection), ``gmail``, ``generic`` (a firewall or virus scanner); empty for none."""
+    bot = c.text(client.get("bot")) if isinstance(client, dict) else None
+    return f"bot: {bot}" if bot else None
 
 
 def _permanent(raw: dict[str, Any], status: dict[str, Any]) -> BounceType:

@@ -66,6 +66,7 @@ class DeliveryEvent:
     url: str | None = None  # only for kind == "clicked"
     user_agent: str | None = None
     reason: str | None = None  # the remote server's words (diagnostic, response, ...)
+    machine: str | None = None  # opened only: the provider says a machine opened it (why)
     detail: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:

@@ -19,7 +19,9 @@ Mapping (https://www.twilio.com/docs/sendgrid/for-developers/tracking-events/eve
   Unsubscribed Address), soft otherwise (spam content, bad SMTPAPI header, quota).
 * ``processed``, ``group_resubscribe`` and unknown events are skipped.
 
-Our custom args come back as top-level keys; ``sg_event_id`` is the event id.
+Our custom args come back as top-level keys; ``sg_event_id`` is the event id. An open with
+``sg_machine_open: true`` (Apple Mail Privacy Protection, per "Understanding Apple Mail
+Privacy Protection and Open Events") has ``machine`` set.
 """
 
 from __future__ import annotations
@@ -153,5 +155,14 @@ def _event(raw: dict[str, Any]) -> DeliveryEvent | None:
         url=c.text(raw.get("url")) if kind == "clicked" else None,
         user_agent=c.text(raw.get("useragent")),
         reason=reason,
+        machine=_machine(raw) if kind == "opened" else None,
         detail=raw,
     )
+
+
+def _machine(raw: dict[str, Any]) -> str | None:
+    """``sg_machine_open``: SendGrid's flag for an open by Apple's privacy proxy."""
+    flag = raw.get("sg_machine_open")
+    if flag is True or (isinstance(flag, str) and flag.strip().lower() == "true"):
+        return "sg_machine_open"
+    return None
