@@ -9,19 +9,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 import yaml
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from flowmail.cli import app
 from flowmail.clock import VirtualClock
 from flowmail.runtime.worker import Worker
 from flowmail.store import schema as t
 from flowmail.store.records import InboundEvent
 from flowmail.store.sql import SqlStore
-
-Invoke = Callable[..., Result]
 
 DRIP: dict[str, Any] = {
     "id": "drip",
@@ -33,27 +29,7 @@ DRIP: dict[str, Any] = {
     ],
 }
 
-
-@pytest.fixture
-def url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.chdir(tmp_path)
-    return f"sqlite:///{tmp_path / 'cli.db'}"
-
-
-@pytest.fixture
-def cli(url: str) -> Invoke:
-    runner = CliRunner()
-
-    def invoke(*args: str, code: int = 0, given: str | None = None) -> Result:
-        result = runner.invoke(app, list(args), env={"FLOWMAIL_DATABASE_URL": url}, input=given)
-        assert result.exit_code == code, (result.stdout, result.stderr, result.exception)
-        assert result.exception is None or isinstance(result.exception, SystemExit), (
-            f"uncaught {result.exception!r}"
-        )
-        assert "Traceback" not in result.stdout + result.stderr
-        return result
-
-    return invoke
+Invoke = Callable[..., Result]  # the `cli` fixture (tests/integration/conftest.py)
 
 
 def _events(url: str) -> list[tuple[str, str, str, dict[str, Any], dict[str, Any] | None]]:
@@ -68,7 +44,7 @@ def _events(url: str) -> list[tuple[str, str, str, dict[str, Any], dict[str, Any
             ).all()
     finally:
         store.close()
-    return [tuple(r) for r in rows]  # type: ignore[misc]
+    return [tuple(r) for r in rows]
 
 
 def _flat(result: Result) -> str:

@@ -9,15 +9,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from flowmail.cli import app
 from flowmail.store.records import InboundEvent
 from flowmail.store.sql import SqlStore
-
-Invoke = Callable[..., Result]
 
 DRIP: dict[str, Any] = {
     "id": "drip",
@@ -35,27 +31,7 @@ LEAVE: dict[str, Any] = {
     "steps": [{"id": "out", "exit": True}],
 }
 
-
-@pytest.fixture
-def url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.chdir(tmp_path)  # no flowmail.toml from elsewhere
-    return f"sqlite:///{tmp_path / 'cli.db'}"
-
-
-@pytest.fixture
-def cli(url: str) -> Invoke:
-    runner = CliRunner()
-
-    def invoke(*args: str, code: int = 0) -> Result:
-        result = runner.invoke(app, list(args), env={"FLOWMAIL_DATABASE_URL": url})
-        assert result.exit_code == code, (result.stdout, result.stderr, result.exception)
-        assert result.exception is None or isinstance(result.exception, SystemExit), (
-            f"uncaught {result.exception!r}"
-        )
-        assert "Traceback" not in result.stdout + result.stderr
-        return result
-
-    return invoke
+Invoke = Callable[..., Result]  # the `cli` fixture (tests/integration/conftest.py)
 
 
 def _flat(text: str) -> str:

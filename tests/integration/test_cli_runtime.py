@@ -22,8 +22,6 @@ from flowmail.store.migrate import current_revision, head_revision
 from flowmail.store.records import InboundEvent
 from flowmail.store.sql import SqlStore
 
-Invoke = Callable[..., Result]
-
 DRIP: dict[str, Any] = {
     "id": "drip",
     "trigger": {"event": "signed_up"},
@@ -34,27 +32,7 @@ DRIP: dict[str, Any] = {
     ],
 }
 
-
-@pytest.fixture
-def url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.chdir(tmp_path)  # no flowmail.toml from elsewhere
-    return f"sqlite:///{tmp_path / 'cli.db'}"
-
-
-@pytest.fixture
-def cli(url: str) -> Invoke:
-    runner = CliRunner()
-
-    def invoke(*args: str, code: int = 0) -> Result:
-        result = runner.invoke(app, list(args), env={"FLOWMAIL_DATABASE_URL": url})
-        assert result.exit_code == code, (result.stdout, result.stderr, result.exception)
-        assert result.exception is None or isinstance(result.exception, SystemExit), (
-            f"uncaught {result.exception!r}"
-        )
-        assert "Traceback" not in result.stdout + result.stderr
-        return result
-
-    return invoke
+Invoke = Callable[..., Result]  # the `cli` fixture (tests/integration/conftest.py)
 
 
 def _write(path: Path, definition: dict[str, Any]) -> str:
