@@ -21,7 +21,7 @@ from common import Databases, Row, postgres
 from rich.console import Console
 from rich.table import Table
 
-SECTIONS = ("ingest", "engine", "latency", "timers", "memory", "messages", "api")
+SECTIONS = ("ingest", "engine", "latency", "timers", "memory", "messages", "api", "dashboard")
 
 
 def main() -> None:
@@ -250,6 +250,12 @@ def _api(dbs: Databases, scale: float, log: Path) -> list[Row]:
     ]
 
 
+def _dashboard(dbs: Databases, scale: float, log: Path) -> list[Row]:
+    import dashboard_bench
+
+    return dashboard_bench.rows(dbs, int(1_000_000 * scale), 10, ("sqlite", "postgres"))
+
+
 SECTION_RUNNERS = {
     "ingest": _ingest,
     "engine": _engine,
@@ -258,6 +264,7 @@ SECTION_RUNNERS = {
     "memory": _memory,
     "messages": _messages,
     "api": _api,
+    "dashboard": _dashboard,
 }
 
 if __name__ == "__main__":
