@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from typer.testing import CliRunner, Result
 
+from flowmail.cli import app
 from flowmail.store.migrate import upgrade
 from flowmail.store.sql import SqlStore, create_db_engine
 from pg import cluster
@@ -68,3 +70,33 @@ def store(db_url: str) -> Iterator[SqlStore]:
     store = SqlStore.from_url(db_url)
     yield store
     store.close()
+
+
+# --- running flowmail commands (tests/integration/test_cli_*.py) ---------------------
+
+
+Invoke = Callable[..., Result]
+
+
+@pytest.fixture
+def url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.chdir(tmp_path)  # no flowmail.toml from elsewhere
+    return f"sqlite:///{tmp_path / 'cli.db'}"
+
+
+@pytest.fixture
+def cli(url: str) -> Invoke:
+    """``cli(*args, code=0, given=None)``: run a command (``given`` is its stdin) and
+    check its exit code."""
+    runner = CliRunner()
+
+    def invoke(*args: str, code: int = 0, given: str | None = None) -> Result:
+        result = runner.invoke(app, list(args), env={"FLOWMAIL_DATABASE_URL": url}, input=given)
+        assert result.exit_code == code, (result.stdout, result.stderr, result.exception)
+        assert result.exception is None or isinstance(result.exception, SystemExit), (
+            f"uncaught {result.exception!r}"
+        )
+        assert "Traceback" not in result.stdout + result.stderr
+        return result
+
+    return invoke

@@ -29,7 +29,7 @@ DRIP: dict[str, Any] = {
     ],
 }
 
-Invoke = Callable[..., Result]  # the `cli` fixture (tests/integration/conftest.py)
+Invoke = Callable[..., Result]  # the `cli` fixture (tests/conftest.py)
 
 
 def _events(url: str) -> list[tuple[str, str, str, dict[str, Any], dict[str, Any] | None]]:

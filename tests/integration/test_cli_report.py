@@ -31,7 +31,7 @@ LEAVE: dict[str, Any] = {
     "steps": [{"id": "out", "exit": True}],
 }
 
-Invoke = Callable[..., Result]  # the `cli` fixture (tests/integration/conftest.py)
+Invoke = Callable[..., Result]  # the `cli` fixture (tests/conftest.py)
 
 
 def _flat(text: str) -> str:

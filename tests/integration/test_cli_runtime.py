@@ -32,7 +32,7 @@ DRIP: dict[str, Any] = {
     ],
 }
 
-Invoke = Callable[..., Result]  # the `cli` fixture (tests/integration/conftest.py)
+Invoke = Callable[..., Result]  # the `cli` fixture (tests/conftest.py)
 
 
 def _write(path: Path, definition: dict[str, Any]) -> str:

@@ -355,15 +355,21 @@ def _emails_table(workflows: list[WorkflowFigures]) -> Table:
     return table
 
 
+def _count(number: int, noun: str) -> str:
+    """``1 workflow``, ``2,500 workflows``."""
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+
+
 def _age(seconds: float) -> str:
     return format_duration(timedelta(seconds=round(seconds)))
 
 
 def _health_line(health: HealthFigures) -> Text:
     return Text(
-        f"Health: {health.pending_events:,} events pending (oldest {_age(health.lag_seconds)}), "
-        f"{health.due_messages:,} messages due, {health.dead_messages:,} dead; "
-        f"{health.events_per_minute:g} events/min, {health.sent_per_minute:g} sent/min; "
+        f"Health: {_count(health.pending_events, 'event')} pending "
+        f"(oldest {_age(health.lag_seconds)}), "
+        f"{_count(health.due_messages, 'message')} due, {health.dead_messages:,} dead; "
+        f"{health.events_per_minute:,.4g} events/min, {health.sent_per_minute:,.4g} sent/min; "
         f"error rate {health.error_rate:.1%}"
     )
 
@@ -374,7 +380,8 @@ def render(report: Report) -> RenderableType:
     parts: list[RenderableType] = [
         Text(f"flowmail report  {report.since} → {report.until}", style="bold"),
         Text(
-            f"{totals['workflows']} workflows, {totals['entered']:,} runs entered, "
+            f"{_count(totals['workflows'], 'workflow')}, "
+            f"{_count(totals['entered'], 'run')} entered, "
             f"{totals['ended']:,} ended ({totals['completion_rate']:.1%} finished), "
             f"{totals['emails_sent']:,} emails sent, {totals['conversions']:,} conversions, "
             f"revenue {totals['revenue']:,.2f}"

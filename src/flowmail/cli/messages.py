@@ -80,7 +80,9 @@ def dead(
 
 @app.command()
 def retry(
-    ids: Annotated[list[str], typer.Argument(help="Message ids (dead, failed or unknown).")],
+    ids: Annotated[
+        list[str], typer.Argument(help="Message ids (dead, failed, unknown or skipped).")
+    ],
     workspace: Workspace = DEFAULT_WORKSPACE,
     as_json: AsJson = False,
 ) -> None:
@@ -95,7 +97,8 @@ def retry(
             console.print(f"{message_id}: queued")
     if left:
         if not as_json:
-            console.print(f"not requeued (missing, or not dead/failed/unknown): {', '.join(left)}")
+            missing = ", ".join(left)
+            console.print(f"not requeued (missing, or not dead/failed/unknown/skipped): {missing}")
         raise typer.Exit(1)
 
 
