@@ -194,6 +194,15 @@ def test_contacts_explain_tells_why_an_email_did_not_go(cli: Invoke, url: str) -
     assert "Why:" in shown and "hello was not queued: no email address" in shown
     cli("contacts", "explain", "nobody", code=3)
 
+    cli("workflows", "pause", "welcome", "--reason", "copy review")
+    cli("events", "send", "signed_up", "-c", "late")
+    late = json.loads(cli("contacts", "explain", "late", "--json").stdout)
+    assert late["runs"] == []
+    assert late["notes"][-2:] == [
+        "welcome is drain (copy review): its trigger signed_up starts no new runs",
+        "no runs: no workflow was triggered by the events received (signed_up)",
+    ]
+
 
 def test_workflows_diff(cli: Invoke, tmp_path: Path) -> None:
     cli("db", "upgrade")

@@ -7,8 +7,21 @@ contact's export would not show.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A workflow started by an event, and whether it starts runs now."""
+
+    workflow: str
+    event: str
+    mode: str
+    reason: str | None = None
+
 
 _NOT_SENT = {"skipped", "dead", "failed", "cancelled"}
 _STEP_ACTIONS_SHOWN = {
@@ -100,8 +113,21 @@ def _notes(
     return notes
 
 
-def explain(export: dict[str, Any]) -> dict[str, Any]:
-    """The story of a contact, run by run, with the notes that explain missing emails."""
+def _paused(events: list[dict[str, Any]], triggers: Sequence[Trigger]) -> list[str]:
+    """Workflows the contact's events would start, that start nothing while paused."""
+    names = {e["name"] for e in events}
+    return [
+        f"{t.workflow} is {t.mode}"
+        + (f" ({t.reason})" if t.reason else "")
+        + f": its trigger {t.event} starts no new runs"
+        for t in triggers
+        if t.event in names and t.mode != "active"
+    ]
+
+
+def explain(export: dict[str, Any], triggers: Sequence[Trigger] = ()) -> dict[str, Any]:
+    """The story of a contact, run by run, with the notes that explain missing emails.
+    ``triggers``: the workspace's event-triggered workflows, to tell of paused ones."""
     contact = export["contact"]
     journal_by_run: dict[str, list[dict[str, Any]]] = {}
     for row in export["journal"]:
@@ -143,6 +169,7 @@ def explain(export: dict[str, Any]) -> dict[str, Any]:
         notes.insert(0, f"the address is suppressed: {suppressions[0]['reason']}")
     if not contact.get("email"):
         notes.insert(0, "the contact has no email address")
+    notes += _paused(export.get("events", []), triggers)
     if not runs:
         names = sorted({e["name"] for e in export.get("events", [])})
         notes.append(

@@ -12,6 +12,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+from flowmail.analytics.explain import Trigger
 from flowmail.analytics.explain import explain as explain_contact
 from flowmail.api.fields import check_email, check_timezone
 from flowmail.cli.common import store_session
@@ -21,6 +22,7 @@ from flowmail.simulate.runner import iso
 from flowmail.store import feedback
 from flowmail.store.records import InboundEvent
 from flowmail.store.schema import DEFAULT_WORKSPACE
+from flowmail.store.sql import SqlStore
 
 app = typer.Typer(help="Import, export, erase and explain contacts.", no_args_is_help=True)
 
@@ -172,6 +174,16 @@ def erase(
     console.print(f"[green]✓[/] erased {contact_id}: {kept}")
 
 
+def _triggers(store: SqlStore, workspace: str) -> list[Trigger]:
+    found = []
+    for row in store.workflow_rows(workspace):
+        definition = store.workflow_definition(workspace, row.id, row.version) or {}
+        trigger = definition.get("trigger")
+        if isinstance(trigger, dict) and isinstance(trigger.get("event"), str):
+            found.append(Trigger(row.id, trigger["event"], row.mode, row.reason))
+    return found
+
+
 @app.command()
 def explain(
     contact_id: ContactId,
@@ -181,9 +193,10 @@ def explain(
     """Why did this contact get, or not get, each email: runs, paths, skips, deferrals."""
     with store_session() as (_config, store):
         data = feedback.export_contact(store, workspace, contact_id)
+        triggers = _triggers(store, workspace)
     if data is None:
         fail(f"no contact {contact_id!r}", 3)
-    story = explain_contact(data)
+    story = explain_contact(data, triggers)
     if as_json:
         print_json(story)
         return

@@ -254,5 +254,6 @@ def import_events(
         print_json({"lines": total, "accepted": accepted, "duplicates": duplicates})
     else:
         console.print(
-            f"[green]✓[/] {total} events read: {accepted} new, {duplicates} already in the inbox"
+            f"[green]✓[/] {total} event{'' if total == 1 else 's'} read: {accepted} new, "
+            f"{duplicates} already in the inbox"
         )
