@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -25,20 +24,7 @@ from conftest import new_pg_database, new_sqlite_database
 from flowmail.store import schema as t
 from flowmail.store.keys import Role, create_key
 from flowmail.store.sql import SqlStore
-
-
-def flowmail(env: dict[str, str], *args: str, cwd: Path) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "flowmail", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+from processes import run_flowmail, wait_until_up
 
 
 @dataclass
@@ -51,7 +37,7 @@ class Server:
     ingest: str
 
     def cli(self, *args: str) -> str:
-        return flowmail(self.env, *args, cwd=self.folder)
+        return run_flowmail(self.env, *args, cwd=self.folder)
 
 
 @contextmanager
@@ -76,7 +62,7 @@ def serving(db_url: str, folder: Path) -> Iterator[Server]:
             stderr=subprocess.STDOUT,
         )
         try:
-            url = _wait_until_up(process, folder / "server.log")
+            url = wait_until_up(process, folder / "server.log")
             yield Server(url, env, folder, db_url, admin, ingest)
         finally:
             process.send_signal(signal.SIGTERM)
@@ -89,22 +75,6 @@ def serving(db_url: str, folder: Path) -> Iterator[Server]:
             output = (folder / "server.log").read_text()
             assert code in (0, -signal.SIGTERM), output  # uvicorn re-raises SIGTERM
             assert "Traceback" not in output, output
-
-
-def _wait_until_up(process: subprocess.Popen[bytes], log: Path) -> str:
-    """The server's URL, once it answers /health (it picked a free port and logged it)."""
-    deadline = time.monotonic() + 30
-    while True:
-        found = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", log.read_text())
-        try:
-            if found and httpx.get(f"{found[1]}/health", timeout=1).status_code == 200:
-                return found[1]
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"the server did not start:\n{log.read_text()}")
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

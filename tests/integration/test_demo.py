@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from flowmail.store import schema as t
 from flowmail.store.keys import Role, create_key
 from flowmail.store.sql import SqlStore
 from flowmail.webhooks import generic
+from processes import run_flowmail, wait_until_up
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2025, 9, 15, 12, 0, tzinfo=UTC)
@@ -206,33 +206,6 @@ class Install:
     sink: MailSink
 
 
-def _flowmail(env: dict[str, str], folder: Path, *args: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "flowmail", *args],
-        env=env,
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-
-
-def _wait_for_url(process: subprocess.Popen[bytes], log: Path) -> str:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and process.poll() is None:
-        found = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", log.read_text())
-        try:
-            if found and httpx.get(f"{found[1]}/health", timeout=1).status_code == 200:
-                return found[1]
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    pytest.fail(f"the server did not start:\n{log.read_text()}")
-
-
 @pytest.fixture(scope="module")
 def install(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
     folder = tmp_path_factory.mktemp("demo")
@@ -248,11 +221,11 @@ def install(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
             "FLOWMAIL_RATE_LIMIT_PER_KEY": "5",  # the demo's polling meets some 429s
             "FLOWMAIL_RATE_LIMIT_BURST": "3",
         }
-        _flowmail(env, folder, "templates", "apply", str(ROOT / "templates"))
+        run_flowmail(env, "templates", "apply", str(ROOT / "templates"), cwd=folder)
         examples = [
             str(p) for p in sorted((ROOT / "examples").glob("*.yaml")) if ".scenario." not in p.name
         ]
-        _flowmail(env, folder, "workflows", "apply", *examples)
+        run_flowmail(env, "workflows", "apply", *examples, cwd=folder)
         processes: list[tuple[subprocess.Popen[bytes], Path]] = []
         try:
             for name, args in (
@@ -267,7 +240,7 @@ def install(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
                         command, env=env, cwd=folder, stdout=out, stderr=subprocess.STDOUT
                     )
                 processes.append((process, log))
-            url = _wait_for_url(*processes[0])
+            url = wait_until_up(*processes[0])
             yield Install(url, db_url, env, folder, sink)
         finally:
             for process, _ in processes:
